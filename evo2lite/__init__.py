@@ -1,0 +1,29 @@
+"""evo2lite: byte-level DNA language models on the StripedHyena 2 architecture (Evo 2).
+
+Public API: load_model, score_sequences, ModelConfig, PRESETS; the apps add their own entry points
+(score_variants, embed, generate) as they land. Heavy modules load lazily so `import evo2lite` is quick.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ModelConfig": "evo2lite.config",
+    "PRESETS": "evo2lite.config",
+    "StripedHyena2": "evo2lite.model",
+    "load_model": "evo2lite.checkpoint",
+    "save_model": "evo2lite.checkpoint",
+    "score_sequences": "evo2lite.apps.score",
+    "Evo2LiteError": "evo2lite.errors",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'evo2lite' has no attribute {name!r}")

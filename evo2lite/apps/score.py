@@ -1,0 +1,116 @@
+"""Sequence scoring: per-sequence log-likelihood over the L-1 next-token log-probs (natural log).
+
+Batches are right-padded; a causal model's logits at real positions never see the padding, and padded
+positions are masked out, so a sequence scores the same alone or in any batch (unlike evo2's scorer,
+which adds one log P(pad | sequence) term, spec §7).
+
+Records longer than the context W are scored with sliding windows: the first window [0, W) scores
+positions 1..W-1; each later window ends at most W/2 past the last scored position and starts W bases
+before its end, so every position is scored exactly once, with at least W/2 bases of left context.
+
+Legend: B batch, L length, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import Evo2LiteError
+from ..log import warn
+from ..tokenizer import PAD_ID, encode
+
+
+@dataclass
+class SequenceScore:
+    name: str
+    length: int
+    sum_logprob: float
+    mean_logprob: float
+    per_position: np.ndarray  # (length,) log P(x_i | x_<i); NaN at i = 0 (unscored)
+
+
+def token_logprobs(logits_BLV: torch.Tensor, ids_BL: torch.Tensor) -> torch.Tensor:
+    """log P(ids[:, t+1] | ids[:, :t+1]) for t < L-1: (B, L-1), fp32."""
+    logp = torch.log_softmax(logits_BLV[:, :-1].float(), dim=-1)
+    return logp.gather(-1, ids_BL[:, 1:, None].to(logp.device)).squeeze(-1)
+
+
+def sliding_windows(length: int, context: int) -> list[tuple[int, int, int]]:
+    """(start, end, first_scored) windows covering positions 1..length-1 once each (module docstring)."""
+    if length < 2:
+        return []
+    if length <= context:
+        return [(0, length, 1)]
+    half = max(1, context // 2)
+    windows = [(0, context, 1)]
+    scored_until = context
+    while scored_until < length:
+        end = min(scored_until + half, length)
+        windows.append((end - context, end, scored_until))
+        scored_until = end
+    return windows
+
+
+@torch.inference_mode()
+def score_sequences(model, sequences, *, batch_size: int = 8, context: int | None = None,
+                    progress=None) -> list[SequenceScore]:
+    """Score (name, sequence) records (sequence: str or bytes). `context` defaults to the model's trained
+    context. Records shorter than 2 bases get NaN and a warning."""
+    context = int(context or model.config.context_len)
+    if context < 2:
+        raise Evo2LiteError(f"--context must be at least 2, got {context}")
+    if batch_size < 1:
+        raise Evo2LiteError(f"--batch-size must be at least 1, got {batch_size}")
+    records = [(name, encode(seq)) for name, seq in sequences]
+    per_position = [np.full(len(ids), np.nan) for _, ids in records]
+    jobs = [(r, start, end, first) for r, (_, ids) in enumerate(records)
+            for start, end, first in sliding_windows(len(ids), context)]
+    jobs.sort(key=lambda job: job[2] - job[1])  # similar lengths together: less padding
+    for i in range(0, len(jobs), batch_size):
+        batch = jobs[i: i + batch_size]
+        width = max(end - start for _, start, end, _ in batch)
+        ids_BL = torch.full((len(batch), width), PAD_ID, dtype=torch.long)
+        for row, (r, start, end, _) in enumerate(batch):
+            ids_BL[row, : end - start] = records[r][1][start:end]
+        logp = token_logprobs(model(ids_BL.to(model.device)), ids_BL).double().cpu().numpy()
+        for row, (r, start, end, first) in enumerate(batch):
+            # logp[row, t] scores absolute position start + t + 1
+            per_position[r][first:end] = logp[row, first - start - 1: end - start - 1]
+        if progress is not None:
+            progress(sum(end - first for _, _, end, first in batch))
+    results = []
+    for (name, ids), values in zip(records, per_position):
+        if len(ids) < 2:
+            warn(f"record {name!r} is shorter than 2 bases: its score is NaN")
+            total = mean = math.nan
+        else:
+            total = float(np.sum(values[1:]))
+            mean = total / (len(ids) - 1)
+        results.append(SequenceScore(name, len(ids), total, mean, values))
+    return results
+
+
+def write_score_table(results: list[SequenceScore], out) -> None:
+    out.write("name\tlength\tsum_logprob\tmean_logprob\n")
+    for r in results:
+        out.write(f"{r.name}\t{r.length}\t{r.sum_logprob:.6f}\t{r.mean_logprob:.6f}\n")
+
+
+def write_per_position(results: list[SequenceScore], path: Path) -> None:
+    """bedGraph (chrom = record name, 0-based half-open base, log-prob) or .npz (one array per record)."""
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        if path.suffix == ".npz":
+            np.savez_compressed(tmp, **{f"{i}:{r.name}": r.per_position for i, r in enumerate(results)})
+            return
+        with open(tmp, "w") as out:
+            out.write('track type=bedGraph name="evo2lite log-prob" description="natural log"\n')
+            for r in results:
+                for pos in range(1, r.length):
+                    out.write(f"{r.name}\t{pos}\t{pos + 1}\t{r.per_position[pos]:.6f}\n")

@@ -1,0 +1,34 @@
+"""Atomic file output: results appear under their final name only when complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import Evo2LiteError
+
+
+def check_overwrite(path: str | os.PathLike, force: bool) -> None:
+    if Path(path).exists() and not force:
+        raise Evo2LiteError(f"{path} exists; pass --force to overwrite it")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside `path` (same suffix); rename it onto `path` if the block succeeds,
+    delete it otherwise."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise Evo2LiteError(f"cannot write {path}: the folder {path.parent} does not exist")
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix="".join(path.suffixes[-1:]),
+                                dir=path.parent or ".")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,163 @@
+"""The sequence mixers of StripedHyena 2 (spec §2.4-2.9): HyenaSE, HyenaMR, HyenaLR and Attention.
+
+Legend: B batch, L chunk length, D d_model, C = 3D projection channels, G filter groups, K filter length,
+S poles per channel, H heads, E head size, T cached + new key positions.
+
+Every mixer takes an optional per-block `state` dict (see evo2lite/inference/state.py) and the absolute
+position of the chunk's first token; with a state it continues a sequence exactly and updates the dict.
+The sequence-mixing part of each mixer is a named submodule (`featurizer` and `filter` for Hyena, `core`
+for attention): the seam that context parallelism wraps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .kernels.attention import apply_rotary_ref, attention, rotary_tables
+from .kernels.fftconv import fftconv
+from .kernels.fir import fir, next_tail
+from .kernels.modal import modal_filter_ref, modal_state_output_ref, modal_state_update_ref
+
+
+class ShortFilter(nn.Module):
+    """A grouped causal FIR: the featurizer (K=3, one filter per channel) or Hyena-SE (K=7, grouped).
+    Cross-correlation tap order: the last tap multiplies the current sample (spec §2.8)."""
+
+    def __init__(self, channels: int, groups: int, filter_len: int, state_key: str) -> None:
+        super().__init__()
+        self.channels, self.state_key = channels, state_key
+        self.h = nn.Parameter(torch.zeros(groups, filter_len))
+
+    def forward(self, x_BLC: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+        tail = state.get(self.state_key) if state is not None else None
+        y_BLC = fir(x_BLC, self.h, tail_BKC=tail, current_tap="last")
+        if state is not None:
+            state[self.state_key] = next_tail(x_BLC, tail, self.h.shape[1])
+        return y_BLC
+
+
+class MediumFilter(nn.Module):
+    """Hyena-MR's inner operator: s = h * u + D u, h grouped, K=128, convolution tap order (h[0] meets the
+    current sample), computed by FFT in fp32 as vtx does (spec §2.6)."""
+
+    def __init__(self, d_model: int, groups: int, filter_len: int) -> None:
+        super().__init__()
+        self.h = nn.Parameter(torch.zeros(groups, filter_len))
+        self.D = nn.Parameter(torch.zeros(d_model))
+
+    def filter_LD(self, d_model: int) -> torch.Tensor:
+        return self.h.float().repeat_interleave(d_model // self.h.shape[0], dim=0).t()
+
+    def forward(self, u_BLD: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+        K = self.h.shape[1]
+        h_LD = self.filter_LD(u_BLD.shape[-1])
+        tail = state.get("filter_tail") if state is not None else None
+        if tail is None:
+            s_BLD = fftconv(u_BLD, h_LD)
+        else:  # the carried K-1 inputs are the left context; their outputs were emitted before
+            s_BLD = fftconv(torch.cat([tail.to(u_BLD.dtype), u_BLD], dim=1), h_LD)[:, K - 1:]
+        if state is not None:
+            state["filter_tail"] = next_tail(u_BLD, tail, K)
+        return s_BLD + self.D.float() * u_BLD.float()
+
+
+class ModalFilter(nn.Module):
+    """Hyena-LR's inner operator: s = h * u + D u with the modal filter h[m] = sum_s R exp(lam m), one per
+    channel, by FFT in fp32; the state sigma (B, D, S) carries it across chunks exactly (spec §2.7)."""
+
+    def __init__(self, d_model: int, state_size: int) -> None:
+        super().__init__()
+        self.log_poles = nn.Parameter(torch.zeros(d_model, state_size))
+        self.residues = nn.Parameter(torch.zeros(d_model, state_size))
+        self.D = nn.Parameter(torch.zeros(d_model))
+
+    def forward(self, u_BLD: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+        L = u_BLD.shape[1]
+        h_LD = modal_filter_ref(self.log_poles, self.residues, L)
+        s_BLD = fftconv(u_BLD, h_LD)
+        if state is not None:
+            sigma = state.get("sigma")
+            if sigma is not None:
+                s_BLD = s_BLD + modal_state_output_ref(sigma, self.log_poles, self.residues, L)
+            state["sigma"] = modal_state_update_ref(sigma, u_BLD, self.log_poles)
+        return s_BLD + self.D.float() * u_BLD.float()
+
+
+class HyenaMixer(nn.Module):
+    """y = q * (h * (k v) [+ D k v]) after a bias-free input projection and a length-3 featurizer on all 3D
+    channels, with q/k/v interleaved per channel (spec §2.4)."""
+
+    def __init__(self, config: ModelConfig, inner: nn.Module) -> None:
+        super().__init__()
+        d = config.d_model
+        self.in_proj = nn.Linear(d, 3 * d, bias=False)
+        self.featurizer = ShortFilter(3 * d, 3 * d, config.featurizer_len, "featurizer_tail")
+        self.filter = inner
+        self.out_proj = nn.Linear(d, d, bias=True)
+
+    def forward(self, a_BLD: torch.Tensor, state: dict | None = None, position: int = 0) -> torch.Tensor:
+        B, L, D = a_BLD.shape
+        z_BLC = self.featurizer(self.in_proj(a_BLD), state)
+        q_BLD, k_BLD, v_BLD = z_BLC.view(B, L, D, 3).unbind(-1)  # channel 3c -> q, 3c+1 -> k, 3c+2 -> v
+        s_BLD = self.filter(k_BLD * v_BLD, state)
+        return self.out_proj(q_BLD * s_BLD.to(a_BLD.dtype))
+
+
+class HyenaSE(HyenaMixer):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config, ShortFilter(config.d_model, config.num_se_groups, config.se_filter_len,
+                                             "filter_tail"))
+
+
+class HyenaMR(HyenaMixer):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config, MediumFilter(config.d_model, config.num_mr_groups, config.mr_filter_len))
+
+
+class HyenaLR(HyenaMixer):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config, ModalFilter(config.d_model, config.state_size))
+
+
+class AttentionCore(nn.Module):
+    """Causal softmax attention over the cached and new keys (the seam that context parallelism wraps)."""
+
+    def forward(self, q_BHLE, k_BHTE, v_BHTE):
+        return attention(q_BHLE, k_BHTE, v_BHTE)
+
+
+class Attention(nn.Module):
+    """Multi-head causal self-attention with rotary embeddings over the whole head (GPT-NeoX rotate-half),
+    positions divided by the interpolation factor, no GQA, no qkv bias, out-projection with bias."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        d, self.num_heads, self.head_dim = config.d_model, config.num_heads, config.head_dim
+        self.rotary_scale = config.rotary_scale
+        self.qkv_proj = nn.Linear(d, 3 * d, bias=False)
+        self.out_proj = nn.Linear(d, d, bias=True)
+        self.core = AttentionCore()
+        inv_freq = 1.0 / config.rotary_base ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32)
+                                                / self.head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=True)
+
+    def forward(self, a_BLD: torch.Tensor, state: dict | None = None, position: int = 0) -> torch.Tensor:
+        B, L, D = a_BLD.shape
+        qkv = self.qkv_proj(a_BLD).view(B, L, 3, self.num_heads, self.head_dim)
+        q_BHLE, k_BHLE, v_BHLE = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # rows are [Q; K; V] (spec §4.3)
+        positions = torch.arange(position, position + L, device=a_BLD.device)
+        cos, sin = rotary_tables(positions, self.inv_freq, self.rotary_scale, a_BLD.dtype)
+        q_BHLE, k_BHLE = apply_rotary_ref(q_BHLE, cos, sin), apply_rotary_ref(k_BHLE, cos, sin)
+        if state is not None:
+            if "k" in state:
+                k_BHLE = torch.cat([state["k"], k_BHLE], dim=2)
+                v_BHLE = torch.cat([state["v"], v_BHLE], dim=2)
+            state["k"], state["v"] = k_BHLE, v_BHLE
+        o_BHLE = self.core(q_BHLE, k_BHLE, v_BHLE)
+        return self.out_proj(o_BHLE.transpose(1, 2).reshape(B, L, D))
+
+
+MIXERS = {"S": HyenaSE, "M": HyenaMR, "L": HyenaLR, "A": Attention}
+

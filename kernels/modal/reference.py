@@ -1,0 +1,58 @@
+"""The Hyena-LR modal (pole-residue) filter and its recurrent state (spec §2.7). fp32.
+
+Legend: B batch, L length, D channels, S poles per channel.
+  h[m, d]  = sum_s R[d, s] * exp(lam[d, s] * m)                          (1) the filter, m = 0..L-1
+  sigma[t] = p * sigma[t-1] + u[t],  p = exp(lam)                         (2) the state per pole
+  y[t]     = sum_s R * sigma[t]  ==  sum_{m<=t} h[m] u[t-m]               (3) the same output
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def modal_filter_ref(log_poles_DS: torch.Tensor, residues_DS: torch.Tensor, L: int) -> torch.Tensor:
+    """Equation (1): the (L, D) filter, built in fp32."""
+    m = torch.arange(L, device=log_poles_DS.device, dtype=torch.float32)
+    powers_LDS = torch.exp(log_poles_DS.float().unsqueeze(0) * m[:, None, None])
+    return (powers_LDS * residues_DS.float().unsqueeze(0)).sum(-1)
+
+
+def modal_state_output_ref(sigma_BDS: torch.Tensor, log_poles_DS: torch.Tensor,
+                           residues_DS: torch.Tensor, L: int) -> torch.Tensor:
+    """What the state after the previous tokens adds to the next L outputs:
+    y[t] += sum_s R[s] * p[s]^(t+1) * sigma[s]  (unroll (2) with zero input). Returns (B, L, D) fp32."""
+    t1 = torch.arange(1, L + 1, device=sigma_BDS.device, dtype=torch.float32)
+    y_BLD = sigma_BDS.new_zeros(sigma_BDS.shape[0], L, sigma_BDS.shape[1], dtype=torch.float32)
+    for s in range(log_poles_DS.shape[1]):  # one pole at a time keeps memory at L x D
+        decay_LD = torch.exp(t1[:, None] * log_poles_DS[:, s].float())
+        y_BLD += decay_LD.unsqueeze(0) * (residues_DS[:, s].float() * sigma_BDS[:, :, s].float())[:, None, :]
+    return y_BLD
+
+
+def modal_state_update_ref(sigma_BDS: torch.Tensor | None, u_BLD: torch.Tensor,
+                           log_poles_DS: torch.Tensor) -> torch.Tensor:
+    """The state after consuming u: sigma' = p^L * sigma + sum_t p^(L-1-t) u[t]  (unroll (2)). fp32."""
+    B, L, D = u_BLD.shape
+    S = log_poles_DS.shape[1]
+    lags = torch.arange(L - 1, -1, -1, device=u_BLD.device, dtype=torch.float32)
+    new_BDS = u_BLD.new_zeros(B, D, S, dtype=torch.float32)
+    for s in range(S):
+        new_BDS[:, :, s] = torch.einsum("bld,ld->bd", u_BLD.float(),
+                                        torch.exp(lags[:, None] * log_poles_DS[:, s].float()))
+    if sigma_BDS is not None:
+        new_BDS += torch.exp(L * log_poles_DS.float()).unsqueeze(0) * sigma_BDS.float()
+    return new_BDS
+
+
+def modal_recurrence_ref(u_BLD: torch.Tensor, log_poles_DS: torch.Tensor,
+                         residues_DS: torch.Tensor) -> torch.Tensor:
+    """Equations (2)-(3) token by token: the slow, obvious form, for tests."""
+    B, L, D = u_BLD.shape
+    p_DS = torch.exp(log_poles_DS.float())
+    sigma_BDS = u_BLD.new_zeros(B, D, p_DS.shape[1], dtype=torch.float32)
+    ys = []
+    for t in range(L):
+        sigma_BDS = p_DS * sigma_BDS + u_BLD[:, t, :, None].float()
+        ys.append((sigma_BDS * residues_DS.float()).sum(-1))
+    return torch.stack(ys, dim=1)
