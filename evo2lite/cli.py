@@ -108,6 +108,25 @@ def score(fasta: Annotated[Path, typer.Argument(help="FASTA or GenBank (plain, g
         write_per_position(results, per_position)
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Training corpora: build byte shards from a manifest.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("build")
+@cli_errors
+def data_build(manifest: Annotated[Path, typer.Argument(help="Corpus manifest (YAML).")],
+               output: Annotated[Path, typer.Option("-o", "--output", help="Output folder for the shards.")],
+               cache_dir: Annotated[Optional[Path], typer.Option(
+                   "--cache-dir", help="Where downloaded sources are kept between builds.")] = None,
+               overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing corpus.")] = False
+               ) -> None:
+    """Obtain, verify (sha256) and pack every source of a manifest into train/val/test byte shards."""
+    from .pipelines.corpus import build_corpus
+
+    summary = build_corpus(manifest, output, progress=True, cache_dir=cache_dir, overwrite=overwrite)
+    typer.echo(f"wrote {output} ({len(summary.get('sources', []))} sources)", err=True)
+
+
 def main() -> None:
     app()
 
