@@ -353,10 +353,11 @@ def load_state(spec: str | Path | None, config: str | Path | ModelConfig | None 
                           f".pt with --config {text}, or hf:REPO")
     path = Path(text)
     if path.is_dir():
-        if (path / CONFIG_FILE).exists() or (path / WEIGHTS_FILE).exists():
+        official = _official_in(path)
+        # a local copy of an Evo 2 HF repo holds X.pt beside a tiny config.json that is not ours (spec §4.1)
+        if (path / WEIGHTS_FILE).exists() or ((path / CONFIG_FILE).exists() and official is None):
             cfg, state = _read_our_dir(path)
             return cfg, state, str(path)
-        official = _official_in(path)
         if official is None:
             raise CheckpointError(f"{path}: not a model directory (no {CONFIG_FILE}/{WEIGHTS_FILE}, no .pt)")
         path = official

@@ -87,13 +87,13 @@ def score(fasta: Annotated[Path, typer.Argument(help="FASTA or GenBank (plain, g
     """Per-sequence log-likelihood (natural log) of every record: name, length, sum and mean log-prob."""
     from .apps.score import score_sequences, write_per_position, write_score_table
     from .checkpoint import load_model
-    from .io import atomic_path, check_overwrite
+    from .io import atomic_path, check_output
     from .pipelines.fasta import read_sequences
     from .progress import progress_bar
 
     for path in (output, per_position):
         if path is not None:
-            check_overwrite(path, force)
+            check_output(path, force)
     records = [(r.name, r.seq) for r in read_sequences(fasta)]
     net = load_model(model, config=config, device=device, dtype=dtype)
     total = sum(max(len(seq) - 1, 0) for _, seq in records)

@@ -16,6 +16,14 @@ def check_overwrite(path: str | os.PathLike, force: bool) -> None:
         raise Evo2LiteError(f"{path} exists; pass --force to overwrite it")
 
 
+def check_output(path: str | os.PathLike, force: bool) -> None:
+    """Before long work: the output may be written (folder exists, no file there unless --force)."""
+    check_overwrite(path, force)
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise Evo2LiteError(f"cannot write {path}: the folder {folder} does not exist")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `path` (same suffix); rename it onto `path` if the block succeeds,

@@ -1,7 +1,9 @@
 """Byte tokenizer of Evo 2 (spec §5): UTF-8 bytes are the ids 0..255 of a 512-entry vocabulary.
 
-EOS = 0, PAD = 1, no BOS. Any byte is a valid input (N, IUPAC codes, phylogenetic tags). The lower-case
-bases a/c/g/t/n are upper-cased before the model because Evo 2 was trained on upper-cased input only.
+EOS = 0, PAD = 1, no BOS. Any byte is a valid input (N, IUPAC codes, phylogenetic tags). Case policy:
+Evo 2 was trained on upper-cased input only (savanna upper-cased every lower-case letter, spec §5), so the
+lower-case bases a/c/g/t/n are upper-cased, and a phylogenetic tag between '|' marks (`|d__Bacteria;...|`)
+is upper-cased whole, as the model saw it in training (`|D__BACTERIA;...|`). Other bytes are kept.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ _CASE_TABLE = bytes.maketrans(b"acgtn", b"ACGTN")
 
 
 def to_bytes(seq: str | bytes) -> bytes:
-    """The bytes the model sees: UTF-8, with a/c/g/t/n upper-cased."""
+    """The bytes the model sees: UTF-8, a/c/g/t/n upper-cased, tags between '|' marks upper-cased whole."""
     raw = seq.encode("utf-8") if isinstance(seq, str) else bytes(seq)
-    return raw.translate(_CASE_TABLE)
+    if b"|" not in raw:
+        return raw.translate(_CASE_TABLE)
+    parts = raw.split(b"|")  # odd parts lie inside |...| tags
+    return b"|".join(part.upper() if i % 2 else part.translate(_CASE_TABLE) for i, part in enumerate(parts))
 
 
 def encode(seq: str | bytes) -> torch.Tensor:
