@@ -17,6 +17,9 @@ _LAZY = {
     "load_model": "evo2lite.checkpoint",
     "save_model": "evo2lite.checkpoint",
     "score_sequences": "evo2lite.apps.score",
+    "embed": "evo2lite.apps.embed",
+    "embed_file": "evo2lite.apps.embed_io",
+    "generate": "evo2lite.apps.generate",
     "Evo2LiteError": "evo2lite.errors",
 }
 

@@ -108,6 +108,15 @@ def score(fasta: Annotated[Path, typer.Argument(help="FASTA or GenBank (plain, g
         write_per_position(results, per_position)
 
 
+def _register_app_commands() -> None:
+    # each app's command lives beside its API; their modules import only typer at load time
+    from .apps.generate_cli import generate_command
+
+    app.command("generate")(generate_command)
+
+
+_register_app_commands()
+
 data_app = typer.Typer(no_args_is_help=True, help="Training corpora: build byte shards from a manifest.")
 app.add_typer(data_app, name="data")
 
