@@ -110,9 +110,11 @@ def score(fasta: Annotated[Path, typer.Argument(help="FASTA or GenBank (plain, g
 
 def _register_app_commands() -> None:
     # each app's command lives beside its API; their modules import only typer at load time
+    from .apps.embed_cli import embed_command
     from .apps.generate_cli import generate_command
 
     app.command("generate")(generate_command)
+    app.command("embed")(embed_command)
 
 
 _register_app_commands()
