@@ -20,6 +20,7 @@ _LAZY = {
     "embed": "evo2lite.apps.embed",
     "embed_file": "evo2lite.apps.embed_io",
     "generate": "evo2lite.apps.generate",
+    "score_variants": "evo2lite.apps.score_vcf",
     "Evo2LiteError": "evo2lite.errors",
 }
 

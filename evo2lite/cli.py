@@ -112,7 +112,9 @@ def _register_app_commands() -> None:
     # each app's command lives beside its API; their modules import only typer at load time
     from .apps.embed_cli import embed_command
     from .apps.generate_cli import generate_command
+    from .apps.score_vcf_cli import score_vcf_command
 
+    app.command("score-vcf")(score_vcf_command)
     app.command("generate")(generate_command)
     app.command("embed")(embed_command)
 

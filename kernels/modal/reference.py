@@ -11,6 +11,9 @@ from __future__ import annotations
 import torch
 
 
+MAX_DECAY_ELEMENTS = 1 << 24
+
+
 def modal_filter_ref(log_poles_DS: torch.Tensor, residues_DS: torch.Tensor, L: int) -> torch.Tensor:
     """Equation (1): the (L, D) filter, built in fp32."""
     m = torch.arange(L, device=log_poles_DS.device, dtype=torch.float32)
@@ -36,10 +39,14 @@ def modal_state_update_ref(sigma_BDS: torch.Tensor | None, u_BLD: torch.Tensor,
     B, L, D = u_BLD.shape
     S = log_poles_DS.shape[1]
     lags = torch.arange(L - 1, -1, -1, device=u_BLD.device, dtype=torch.float32)
-    new_BDS = u_BLD.new_zeros(B, D, S, dtype=torch.float32)
-    for s in range(S):
-        new_BDS[:, :, s] = torch.einsum("bld,ld->bd", u_BLD.float(),
-                                        torch.exp(lags[:, None] * log_poles_DS[:, s].float()))
+    u_DBL = u_BLD.float().permute(2, 0, 1)
+    new_BDS = u_BLD.new_empty(B, D, S, dtype=torch.float32)
+    step = max(1, MAX_DECAY_ELEMENTS // (L * S))  # channels per block: bounds the (d, L, S) decay table
+    for a in range(0, D, step):
+        b = min(D, a + step)
+        decay_dLS = torch.exp(lags[None, :, None] * log_poles_DS[a:b].float()[:, None, :])
+        # a batched matmul over channels: (d, B, L) @ (d, L, S) -> (d, B, S)
+        new_BDS[:, a:b] = torch.bmm(u_DBL[a:b], decay_dLS).permute(1, 0, 2)
     if sigma_BDS is not None:
         new_BDS += torch.exp(L * log_poles_DS.float()).unsqueeze(0) * sigma_BDS.float()
     return new_BDS
