@@ -210,6 +210,13 @@ class _CudaDeviceShim:
         return self._inner.__exit__(*exc) if self._inner is not None else False
 
 
+_real_cuda_is_available = torch.cuda.is_available
+
+
+def _no_cuda() -> bool:
+    return False
+
+
 @contextlib.contextmanager
 def vtx_cpu_context() -> Iterator[None]:
     """Make ``torch.cuda.device(cpu)`` a no-op for the duration (re-entrant); restored on exit.
@@ -222,6 +229,9 @@ def vtx_cpu_context() -> Iterator[None]:
     with _shim_lock:
         if _shim_depth == 0:
             torch.cuda.device = _CudaDeviceShim
+            # on a GPU host vortex would place its blocks on cuda:0 (it asks is_available); the harness
+            # runs vtx on the CPU, beside evo2lite's CPU model
+            torch.cuda.is_available = _no_cuda
         _shim_depth += 1
     try:
         with warnings.catch_warnings():
@@ -235,6 +245,7 @@ def vtx_cpu_context() -> Iterator[None]:
             _shim_depth -= 1
             if _shim_depth == 0:
                 torch.cuda.device = _real_cuda_device
+                torch.cuda.is_available = _real_cuda_is_available
 
 
 _VTX: types.SimpleNamespace | None = None
