@@ -113,10 +113,12 @@ def _register_app_commands() -> None:
     from .apps.embed_cli import embed_command
     from .apps.generate_cli import generate_command
     from .apps.score_vcf_cli import score_vcf_command
+    from .apps.train_cli import train_command
 
     app.command("score-vcf")(score_vcf_command)
     app.command("generate")(generate_command)
     app.command("embed")(embed_command)
+    app.command("train")(train_command)
 
 
 _register_app_commands()

@@ -67,15 +67,30 @@ class ModalFilter(nn.Module):
     """Hyena-LR's inner operator: s = h * u + D u with the modal filter h[m] = sum_s R exp(lam m), one per
     channel, by FFT in fp32; the state sigma (B, D, S) carries it across chunks exactly (spec §2.7)."""
 
+    # Inference rebuilds the same filter for every batch of equal length: keep the last one when it is
+    # small (a few MB); long filters are rebuilt rather than held.
+    CACHE_MAX_ELEMENTS = 1 << 22
+
     def __init__(self, d_model: int, state_size: int) -> None:
         super().__init__()
         self.log_poles = nn.Parameter(torch.zeros(d_model, state_size))
         self.residues = nn.Parameter(torch.zeros(d_model, state_size))
         self.D = nn.Parameter(torch.zeros(d_model))
+        self._cached_filter: tuple[tuple, torch.Tensor] | None = None
+
+    def filter_LD(self, L: int) -> torch.Tensor:
+        if torch.is_grad_enabled() or L * self.D.shape[0] > self.CACHE_MAX_ELEMENTS:
+            return modal_filter_ref(self.log_poles, self.residues, L)
+        # any change of the parameters (optimizer step, load, cast) changes a version or a pointer
+        key = (L, self.log_poles.device, self.log_poles.data_ptr(), self.log_poles._version,
+               self.residues.data_ptr(), self.residues._version)
+        if self._cached_filter is None or self._cached_filter[0] != key:
+            self._cached_filter = (key, modal_filter_ref(self.log_poles, self.residues, L))
+        return self._cached_filter[1]
 
     def forward(self, u_BLD: torch.Tensor, state: dict | None = None) -> torch.Tensor:
         L = u_BLD.shape[1]
-        h_LD = modal_filter_ref(self.log_poles, self.residues, L)
+        h_LD = self.filter_LD(L)
         s_BLD = fftconv(u_BLD, h_LD)
         if state is not None:
             sigma = state.get("sigma")

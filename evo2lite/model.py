@@ -162,7 +162,8 @@ def init_weights_(model: StripedHyena2, seed: int = 0) -> StripedHyena2:
             # explicit filter with the 'weak' exponential-decay preset folded in (spec §9.1)
             groups, taps = inner.h.shape
             rates = torch.logspace(-2, 2, groups)
-            decay = torch.exp(-rates[:, None] * torch.linspace(0, 1, cfg.context_len)[None, :taps])
+            # t normalised by the pretraining length as in savanna, at least the filter's own length
+            decay = torch.exp(-rates[:, None] * torch.linspace(0, 1, max(cfg.context_len, taps))[None, :taps])
             inner.h.copy_(torch.randn(inner.h.shape, generator=gen) / taps ** 0.5 * decay)
         else:
             gamma = 0.01 + 0.09 * torch.rand(inner.log_poles.shape, generator=gen)
