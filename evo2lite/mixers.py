@@ -79,7 +79,8 @@ class ModalFilter(nn.Module):
         self._cached_filter: tuple[tuple, torch.Tensor] | None = None
 
     def filter_LD(self, L: int) -> torch.Tensor:
-        if torch.is_grad_enabled() or L * self.D.shape[0] > self.CACHE_MAX_ELEMENTS:
+        if (torch.is_grad_enabled() or L * self.D.shape[0] > self.CACHE_MAX_ELEMENTS
+                or self.log_poles.is_inference()):  # inference tensors keep no version counter
             return modal_filter_ref(self.log_poles, self.residues, L)
         # any change of the parameters (optimizer step, load, cast) changes a version or a pointer
         key = (L, self.log_poles.device, self.log_poles.data_ptr(), self.log_poles._version,

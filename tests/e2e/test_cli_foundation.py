@@ -23,14 +23,6 @@ FIXTURES = REPO / "data" / "fixtures"
 HEADER = "name\tlength\tsum_logprob\tmean_logprob"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(autouse=True)
 def _plain_env(monkeypatch):
     monkeypatch.delenv("EVO2LITE_DEBUG", raising=False)

@@ -6,20 +6,11 @@ from __future__ import annotations
 import gzip
 
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
 from evo2lite.apps.generate_cli import generate_command
 from evo2lite.checkpoint import load_model, save_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -118,16 +118,11 @@ def test_prefix_sharing_equals_independent_full_windows(model, window, reduce, s
         pairs.append((ref_w, alt_w))
     strands = [lambda w: w] + ([reverse_complement] if strand == "both" else [])
     expected = [0.0] * len(pairs)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for orient in strands:
-            ll = _full_window_logliks(model, [orient(w) for pair in pairs for w in pair])
-            for i in range(len(pairs)):
-                delta = ll[2 * i + 1] - ll[2 * i]
-                expected[i] += (delta / (window - 1) if reduce == "mean" else delta) / len(strands)
-    finally:
-        torch.set_num_threads(previous)
+    for orient in strands:
+        ll = _full_window_logliks(model, [orient(w) for pair in pairs for w in pair])
+        for i in range(len(pairs)):
+            delta = ll[2 * i + 1] - ll[2 * i]
+            expected[i] += (delta / (window - 1) if reduce == "mean" else delta) / len(strands)
     assert ok["score"].tolist() == pytest.approx(expected, abs=2e-4 if reduce == "sum" else 2e-6, rel=1e-4)
 
 

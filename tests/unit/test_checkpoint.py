@@ -27,14 +27,6 @@ HAVE_VTX = H.vtx_available()
 FP32_NAMES = ("log_poles", "residues", "inv_freq")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # (make_vtx_config args, kwargs)
 SHAPES = {
     "smlasml": (("SMLASML", 64, 4, 4, 176), {}),

@@ -9,7 +9,6 @@ import h5py
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from evo2lite.apps.embed import embed
 from evo2lite.apps.embed_io import embed_file, output_format, parse_region, read_bed, read_inputs, safe_name
@@ -18,14 +17,6 @@ from evo2lite.errors import Evo2LiteError, InputError
 
 FIXTURES = Path(__file__).resolve().parents[2] / "data" / "fixtures"
 LAMBDA = "gi|9626243|ref|NC_001416.1|"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +122,7 @@ def test_regions_of_a_reference(tmp_path, model):
         assert list(f) == ["geneX", "gi_9626243_ref_NC_001416.1__1-50"]
         assert (f["geneX"].attrs["contig"], f["geneX"].attrs["start"], f["geneX"].attrs["end"]) == (LAMBDA, 100, 160)
         np.testing.assert_allclose(f["geneX/final"][()], want, atol=2e-5)
-        assert f[f"gi_9626243_ref_NC_001416.1__1-50/final"].shape == (50, 64)
+        assert f["gi_9626243_ref_NC_001416.1__1-50/final"].shape == (50, 64)
     records, total = read_inputs(ref, [f"{LAMBDA}:48000-48502"])
     assert total == 503
     with pytest.raises(InputError, match="outside contig"):

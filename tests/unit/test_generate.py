@@ -17,14 +17,6 @@ from evo2lite.model import StripedHyena2, init_weights_
 from evo2lite.tokenizer import encode
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model():
     return init_weights_(StripedHyena2(PRESETS["debug"]), 0).eval()

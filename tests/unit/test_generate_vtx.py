@@ -20,14 +20,6 @@ from evo2lite.inference import Decoder, prefill  # noqa: E402
 RTOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     vcfg = H.make_vtx_config("SMLASML", 64, 4, 4, 176, rotary_scale=32.0)

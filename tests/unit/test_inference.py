@@ -13,15 +13,6 @@ from evo2lite.model import StripedHyena2, init_weights_
 RTOL = 1e-4  # relative to the largest |logit| of the position
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny shapes: thread start-up and contention cost more than they save on a shared 2-core box
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(preset: str = "debug", seed: int = 0) -> StripedHyena2:
     return init_weights_(StripedHyena2(PRESETS[preset]), seed).eval()
 

@@ -16,14 +16,6 @@ from evo2lite.kernels.modal import (modal_filter_ref, modal_recurrence_ref, moda
 FP32_REL = 2e-6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     assert not torch.isnan(out).any()
     return ((out.double() - ref.double()).norm() / ref.double().norm()).item()

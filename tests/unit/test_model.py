@@ -13,14 +13,6 @@ from evo2lite.config import PRESETS, ModelConfig
 from evo2lite.model import GatedMLP, RMSNorm, StripedHyena2, init_weights_
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(layout: str, **kw) -> ModelConfig:
     base = dict(layout=layout, d_model=32, num_heads=2, d_mlp=48, num_se_groups=4, num_mr_groups=2,
                 context_len=512)
@@ -227,3 +219,19 @@ def test_block_kinds_follow_the_layout():
     model = StripedHyena2(dataclasses.replace(PRESETS["debug"], layout="ALMS"))
     assert [type(b.mixer) for b in model.blocks] == [Attention, HyenaLR, HyenaMR, HyenaSE]
     assert model.blocks[0].mlp.gelu  # block 0 keeps GELU whatever its kind (spec §2.2)
+
+
+def test_cached_lr_filter_follows_parameter_changes():
+    """Inference keeps the last Hyena-LR filter; an in-place change, a load or a cast must rebuild it."""
+    model = model_of(tiny("L"), seed=5)
+    ids = random_ids(2, 50)
+    with torch.no_grad():
+        before = model(ids)
+        assert torch.equal(model(ids), before)  # served from the cache
+        model.blocks[0].mixer.filter.log_poles.mul_(0.5)
+        after = model(ids)
+    assert not torch.allclose(after, before)
+    fresh = model_of(tiny("L"), seed=5)
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(fresh(ids), after)

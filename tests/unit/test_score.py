@@ -16,14 +16,6 @@ from evo2lite.errors import Evo2LiteError
 from evo2lite.tokenizer import encode
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model():
     return load_model("debug", random_init=True, seed=3)

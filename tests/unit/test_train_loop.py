@@ -38,7 +38,6 @@ def _losses(out):
 
 
 def test_tiny_run_decreases_the_loss_and_exports(corpus, tmp_path):
-    torch.set_num_threads(1)
     summary = train(_cfg(corpus, tmp_path / "run", max_steps=25, lr=1e-2, warmup_steps=3), device="cpu")
     losses = _losses(tmp_path / "run")
     assert len(losses) == 25
@@ -56,7 +55,6 @@ def test_tiny_run_decreases_the_loss_and_exports(corpus, tmp_path):
 
 
 def test_resume_equals_uninterrupted(corpus, tmp_path):
-    torch.set_num_threads(1)
     full = train(_cfg(corpus, tmp_path / "full"), device="cpu")
     train(_cfg(corpus, tmp_path / "part", max_steps=6, save_every=3), device="cpu")
     # resume from the step-3 checkpoint of a run that went on: the log past step 3 is rewritten
@@ -76,7 +74,6 @@ def test_two_bit_pack_round_trip_and_training_from_it(corpus, tmp_path):
     for split in ("train", "val"):
         for name in ("tokens.bin", "mask.bin", "index.json"):
             assert (out / split / name).read_bytes() == (corpus / split / name).read_bytes()
-    torch.set_num_threads(1)
     a = train(_cfg(tmp_path / "pack", tmp_path / "from_pack", max_steps=2), device="cpu")
     b = train(_cfg(corpus, tmp_path / "from_dir", max_steps=2), device="cpu")
     assert _losses(tmp_path / "from_pack") == _losses(tmp_path / "from_dir")

@@ -49,15 +49,6 @@ L = 200
 FP32_FLOAT_PARAMS = ("log_poles", "residues", "inv_freq")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny matmuls: intra-op threads only add spin/wake-up overhead on a shared 2-core box
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module", params=sorted(CASES))
 def case(request, tmp_path_factory):
     args, kwargs, build_kw, save_kw = CASES[request.param]
