@@ -59,9 +59,16 @@ class Block(nn.Module):
         self.post_norm = RMSNorm(config.d_model, config.eps)
         self.mlp = GatedMLP(config.d_model, config.d_mlp, gelu=index == 0)
 
-    def forward(self, x_BLD: torch.Tensor, state: dict | None = None, position: int = 0) -> torch.Tensor:
-        x_BLD = x_BLD + self.mixer(self.pre_norm(x_BLD), state, position)
-        return x_BLD + self.mlp(self.post_norm(x_BLD))
+    def forward(self, x_BLD: torch.Tensor, state: dict | None = None, position: int = 0,
+                attention_step=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the residual stream after the block, the MLP output before its residual add)."""
+        a_BLD = self.pre_norm(x_BLD)
+        if attention_step is not None and state is not None and self.kind == "A":
+            x_BLD = x_BLD + attention_step(self.mixer, a_BLD, state, position)
+        else:
+            x_BLD = x_BLD + self.mixer(a_BLD, state, position)
+        mlp_BLD = self.mlp(self.post_norm(x_BLD))
+        return x_BLD + mlp_BLD, mlp_BLD
 
 
 class StripedHyena2(nn.Module):
@@ -87,27 +94,33 @@ class StripedHyena2(nn.Module):
         return InferenceState.empty(self.config.num_blocks, batch_size)
 
     def hidden_states(self, ids_BL: torch.Tensor, state: InferenceState | None = None,
-                      capture: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """The final-norm output (B, L, D). `capture` maps layer names (`blocks.N`, `blocks.N.mlp`,
-        `final`) to be filled with those activations."""
+                      capture: dict[str, torch.Tensor] | None = None, num_blocks: int | None = None,
+                      attention_step=None) -> torch.Tensor:
+        """The final-norm output (B, L, D), advancing `state` when one is given.
+
+        capture: a dict whose keys name layers to fill with their activations: `blocks.N` (residual
+        stream after block N), `blocks.N.mlp` (block N's MLP output before the residual add), `final`.
+        num_blocks: run only the first blocks (embeddings need nothing past the deepest captured layer);
+        the residual stream after them is returned, without the final norm.
+        attention_step(mixer, a_BLD, layer_state, position): replaces the attention mixers' own stateful
+        path (the inference engine's preallocated KV cache); None uses the mixers' reference path."""
         position = state.position if state is not None else 0
+        blocks = self.blocks if num_blocks is None else self.blocks[:num_blocks]
         x_BLD = self.embedding(ids_BL.to(self.device))
-        for i, block in enumerate(self.blocks):
-            layer_state = state.layers[i] if state is not None else None
+        for i, block in enumerate(blocks):
+            layer = state.layers[i] if state is not None else None
+            x_BLD, mlp_BLD = block(x_BLD, layer, position, attention_step)
             if capture is not None and f"blocks.{i}.mlp" in capture:
-                x_BLD = x_BLD + block.mixer(block.pre_norm(x_BLD), layer_state, position)
-                mlp_BLD = block.mlp(block.post_norm(x_BLD))
                 capture[f"blocks.{i}.mlp"] = mlp_BLD
-                x_BLD = x_BLD + mlp_BLD
-            else:
-                x_BLD = block(x_BLD, layer_state, position)
             if capture is not None and f"blocks.{i}" in capture:
                 capture[f"blocks.{i}"] = x_BLD
+        if state is not None:
+            state.position += ids_BL.shape[1]
+        if len(blocks) < len(self.blocks):
+            return x_BLD
         x_BLD = self.norm(x_BLD)
         if capture is not None and "final" in capture:
             capture["final"] = x_BLD
-        if state is not None:
-            state.position += ids_BL.shape[1]
         return x_BLD
 
     def forward(self, ids_BL: torch.Tensor, state: InferenceState | None = None) -> torch.Tensor:

@@ -294,37 +294,17 @@ class Embedder:
     # -- running the model ---------------------------------------------------------------------------
 
     def _forward(self, ids_BL: torch.Tensor, state=None) -> dict[str, torch.Tensor]:
-        """The requested layers for one chunk, running blocks 0 .. num_blocks-1 only. With a state, the
-        attention blocks write K/V in place into buffers reserved for the whole record (no per-chunk
-        re-concatenation of the cache, no allocator churn) and the FIR tails are compacted so the state
-        keeps no chunk-sized tensors alive (evo2lite.inference.engine)."""
-        from ..inference.engine import _compact_, attention_chunk
+        """The requested layers for one chunk, running blocks 0 .. num_blocks-1 only; with a state, through
+        the inference engine (K/V written in place into buffers reserved for the whole record, FIR tails
+        compacted so the state keeps no chunk-sized tensors alive)."""
+        from ..inference.engine import forward_chunk
 
-        model, wanted = self.model, self.layers
-        position = 0 if state is None else state.position
-        out: dict[str, torch.Tensor] = {}
-        x_BLD = model.embedding(ids_BL.to(model.device))
-        for i in range(self.num_blocks):
-            block = model.blocks[i]
-            layer = None if state is None else state.layers[i]
-            a_BLD = block.pre_norm(x_BLD)
-            if layer is not None and block.kind == "A":
-                x_BLD = x_BLD + attention_chunk(block.mixer, a_BLD, layer, position, state.extra.get("kv_capacity"))
-            else:
-                x_BLD = x_BLD + block.mixer(a_BLD, layer, position)
-                if layer is not None:
-                    _compact_(layer)
-            mlp_BLD = block.mlp(block.post_norm(x_BLD))
-            if f"blocks.{i}.mlp" in wanted:
-                out[f"blocks.{i}.mlp"] = mlp_BLD
-            x_BLD = x_BLD + mlp_BLD
-            if f"blocks.{i}" in wanted:
-                out[f"blocks.{i}"] = x_BLD
-        if "final" in wanted:
-            out["final"] = model.norm(x_BLD)
-        if state is not None:
-            state.position += ids_BL.shape[1]
-        return out
+        capture = dict.fromkeys(self.layers)
+        if state is None:
+            self.model.hidden_states(ids_BL, capture=capture, num_blocks=self.num_blocks)
+        else:
+            forward_chunk(self.model, ids_BL, state, logits="none", capture=capture, num_blocks=self.num_blocks)
+        return capture
 
     @torch.inference_mode()
     def _chunks(self, ids_L: torch.Tensor, progress) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:

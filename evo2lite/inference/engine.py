@@ -90,39 +90,39 @@ def compact_(layer: dict) -> None:
                 layer[name] = t.clone()
 
 
-_compact_ = compact_  # the name evo2lite/apps/embed.py imports
-
-
 @torch.inference_mode()
-def forward_chunk(model, ids_BL: torch.Tensor, state: InferenceState, *, logits: str = "all"
+def forward_chunk(model, ids_BL: torch.Tensor, state: InferenceState, *, logits: str = "all",
+                  capture: dict[str, torch.Tensor] | None = None, num_blocks: int | None = None
                   ) -> torch.Tensor | None:
     """Continue the sequence in `state` by `ids_BL` (B, L); updates `state` in place (position += L).
 
     logits: "all" (B, L, V), "last" (B, V) for the chunk's last position, or "none" (returns None and
-    skips the final norm and unembedding). Logits are in the model dtype. The KV capacity to reserve
-    can be set beforehand in state.extra["kv_capacity"] (positions); otherwise buffers grow by 1.5x."""
+    skips the unembedding). Logits are in the model dtype. `capture` and `num_blocks` are those of
+    `StripedHyena2.hidden_states` (layer activations; run only the first blocks, which needs
+    logits="none"). The KV capacity to reserve can be set beforehand in state.extra["kv_capacity"]
+    (positions); otherwise buffers grow by 1.5x."""
     if logits not in ("all", "last", "none"):
         raise ValueError(f"logits must be 'all', 'last' or 'none', got {logits!r}")
+    if num_blocks is not None and num_blocks < model.config.num_blocks and logits != "none":
+        raise ValueError("a truncated forward (num_blocks) has no logits: pass logits='none'")
     if ids_BL.dim() != 2 or ids_BL.shape[0] != state.batch_size:
         raise ValueError(f"ids must be (B={state.batch_size}, L), got {tuple(ids_BL.shape)}")
     if ids_BL.shape[1] == 0:
         raise ValueError("cannot forward an empty chunk")
-    position = state.position
     capacity = state.extra.get("kv_capacity")
-    x_BLD = model.embedding(ids_BL.to(model.device))
-    for block, layer in zip(model.blocks, state.layers):
-        if block.kind == "A":
-            x_BLD = x_BLD + attention_chunk(block.mixer, block.pre_norm(x_BLD), layer, position, capacity)
-            x_BLD = x_BLD + block.mlp(block.post_norm(x_BLD))
-        else:
-            x_BLD = block(x_BLD, layer, position)
-            compact_(layer)
-    state.position += ids_BL.shape[1]
+
+    def attention_step(mixer, a_BLD, layer, position):
+        return attention_chunk(mixer, a_BLD, layer, position, capacity)
+
+    x_BLD = model.hidden_states(ids_BL, state, capture=capture, num_blocks=num_blocks,
+                                attention_step=attention_step)
+    for layer in state.layers:
+        compact_(layer)
     if logits == "none":
         return None
     if logits == "last":
         x_BLD = x_BLD[:, -1:]
-    out = F.linear(model.norm(x_BLD), model.embedding.weight)
+    out = F.linear(x_BLD, model.embedding.weight)
     return out[:, 0] if logits == "last" else out
 
 

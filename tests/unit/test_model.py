@@ -178,7 +178,7 @@ def test_hidden_states_capture():
         out = model.hidden_states(ids, capture=capture)
         plain = model.hidden_states(ids)
         normed = model.norm(capture["blocks.6"])
-        x = model.blocks[0](model.embedding(ids))  # blocks.0 is the residual stream after block 0
+        x, _ = model.blocks[0](model.embedding(ids))  # blocks.0 is the residual stream after block 0
     assert all(capture[n] is not None and capture[n].shape == (1, 20, 64) for n in names)
     assert torch.equal(capture["final"], out) and torch.equal(out, plain)
     torch.testing.assert_close(normed, out)
