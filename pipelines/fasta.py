@@ -34,6 +34,7 @@ __all__ = [
     "write_fasta",
     "to_bgzf",
     "ReferenceGenome",
+    "contig_key",
 ]
 
 _STRIP = b" \t\r\n\v\f"
@@ -191,6 +192,12 @@ def to_bgzf(src: str | os.PathLike, dst: str | os.PathLike, *, index: bool = Tru
     return dst
 
 
+def contig_key(name: str) -> str:
+    """A name under which aliases meet: ``chr1``/``1`` -> ``1``, ``chrM``/``M``/``MT`` -> ``MT``."""
+    base = name[3:] if name.startswith("chr") else name
+    return "MT" if base in ("M", "MT") else base
+
+
 def _can_write(folder: Path) -> bool:
     return os.access(folder, os.W_OK)
 
@@ -252,18 +259,18 @@ class ReferenceGenome:
         return pysam.FastaFile(str(self.path), filepath_index=fai, filepath_index_compressed=gzi)
 
     def resolve(self, contig: str) -> str:
-        """The contig's name in this file, accepting ``chr20`` for ``20`` and vice versa
-        (also ``chrM``/``MT``); raises InputError when there is no such contig."""
+        """The contig's name in this file, accepting ``chr20`` for ``20`` and vice versa (also
+        ``chrM``/``M``/``MT``) when exactly one contig of the file answers to it; raises InputError when
+        there is no such contig or the alias is ambiguous."""
         if contig in self.contigs:
             return contig
-        alternatives = [contig[3:]] if contig.startswith("chr") else ["chr" + contig]
-        if contig in ("chrM", "M"):
-            alternatives.append("MT")
-        if contig == "MT":
-            alternatives.append("chrM")
-        for alt in alternatives:
-            if alt in self.contigs:
-                return alt
+        key = contig_key(contig)
+        matches = [name for name in self.contigs if contig_key(name) == key]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise InputError(f"contig {contig!r} is ambiguous in {self.path}: it could be any of "
+                             f"{', '.join(matches)}; rename the contigs of the VCF or the reference")
         shown = ", ".join(list(self.contigs)[:8]) + (", ..." if len(self.contigs) > 8 else "")
         raise InputError(f"contig {contig!r} is not in {self.path} (it has: {shown}); check the reference build")
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evo2lite.errors import InputError
-from evo2lite.pipelines.fasta import detect_compression, open_binary
+from evo2lite.pipelines.fasta import contig_key, detect_compression, open_binary
 
 __all__ = [
     "STATUS_OK", "STATUS_SYMBOLIC", "STATUS_BREAKEND", "STATUS_STAR", "STATUS_MISSING_ALT",
@@ -307,12 +307,6 @@ def header_contig_lengths(header) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------------------------------
 # Regions
-
-
-def contig_key(name: str) -> str:
-    """A name under which aliases meet: ``chr1``/``1`` -> ``1``, ``chrM``/``M``/``MT`` -> ``MT``."""
-    base = name[3:] if name.startswith("chr") else name
-    return "MT" if base in ("M", "MT") else base
 
 
 @dataclass(frozen=True, slots=True)

@@ -164,3 +164,13 @@ def test_reference_resolves_chr_prefix(tmp_path):
             ref.fetch("chr20", 0, 2)
         with pytest.raises(InputError, match="is not in"):
             ref.resolve("chr7")
+
+
+def test_reference_refuses_an_ambiguous_alias(tmp_path):
+    p = tmp_path / "r.fa"
+    fasta.write_fasta([("M", "ACGT"), ("MT", "AAAA"), ("chr1", "CCCC")], p)
+    with ReferenceGenome(p) as ref:
+        assert ref.resolve("1") == "chr1"
+        assert ref.resolve("MT") == "MT"  # an exact name is never an alias
+        with pytest.raises(InputError, match="ambiguous"):
+            ref.resolve("chrM")
