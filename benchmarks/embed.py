@@ -69,7 +69,7 @@ import torch  # noqa: E402
 
 from evo2lite.apps.embed import Embedder, SeqInput  # noqa: E402
 from evo2lite.config import PRESETS, ModelConfig  # noqa: E402
-from evo2lite.model import StripedHyena2  # noqa: E402
+from evo2lite.model import StripedHyena2, init_weights_  # noqa: E402
 
 STACK = dict(layout="SMLASML", d_model=4096, num_heads=32, d_mlp=11264, num_se_groups=256, num_mr_groups=256,
              rotary_scale=128.0, context_len=1 << 20, name="evo2_7b 7-block stack")
@@ -111,42 +111,10 @@ def reset_peak(device) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-@torch.no_grad()
-def random_init_(model: StripedHyena2, seed: int) -> StripedHyena2:
-    """The scales of evo2lite.model.init_weights_ (spec §9), drawn on the model's device (fast for 7B)."""
-    cfg = model.config
-    gen = torch.Generator(device=model.device).manual_seed(seed)
-    small = (2.0 / (5.0 * cfg.d_model)) ** 0.5
-    wang = 2.0 / (cfg.num_blocks * cfg.d_model ** 0.5)
-    for name, p in model.named_parameters():
-        if name.endswith("scale"):
-            p.fill_(1.0)
-        elif name.endswith("bias"):
-            p.zero_()
-        elif name.endswith(("out_proj.weight", "l3.weight")):
-            p.normal_(0, wang, generator=gen)
-        elif name.endswith("log_poles"):
-            p.uniform_(0.01, 0.1, generator=gen).mul_(-math.exp(-1.0))
-        elif name.endswith("residues"):
-            p.normal_(0, 0.1 / cfg.state_size ** 0.5, generator=gen)
-        elif name.endswith("filter.D"):
-            p.normal_(0, 1.0, generator=gen)
-        elif name.endswith(".h") and p.shape[1] == cfg.mr_filter_len and "filter" in name and \
-                "featurizer" not in name:
-            rates = torch.logspace(-2, 2, p.shape[0], device=p.device)
-            t = torch.linspace(0, 1, cfg.context_len, device=p.device)[:p.shape[1]]
-            p.normal_(0, p.shape[1] ** -0.5, generator=gen).mul_(torch.exp(-rates[:, None] * t[None, :]))
-        elif name.endswith(".h"):
-            p.uniform_(-(1 / 3) ** 0.5, (1 / 3) ** 0.5, generator=gen)
-        else:
-            p.normal_(0, small, generator=gen)
-    return model
-
-
 def build_model(config: ModelConfig, device, dtype, seed: int = 0) -> StripedHyena2:
     with torch.device(device):
         model = StripedHyena2(config)
-    return random_init_(model, seed).cast(dtype).eval()
+    return init_weights_(model, seed).cast(dtype).eval()
 
 
 def kv_bytes(config: ModelConfig, layer_blocks: int, length: int, item: int) -> int:

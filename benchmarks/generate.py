@@ -59,7 +59,7 @@ import torch  # noqa: E402
 from evo2lite.config import PRESETS, ModelConfig  # noqa: E402
 from evo2lite.inference import (Decoder, SamplingParams, draw_uniforms, make_generators, prefill,  # noqa: E402
                                 sample_next, state_nbytes)
-from evo2lite.model import StripedHyena2  # noqa: E402
+from evo2lite.model import StripedHyena2, init_weights_  # noqa: E402
 
 CUSTOM = {
     "stack7": ModelConfig(layout="SMLASML", d_model=4096, num_heads=32, d_mlp=11008, num_se_groups=256,
@@ -88,47 +88,11 @@ def elapsed() -> float:
     return time.perf_counter() - T0
 
 
-@torch.no_grad()
 def random_model(cfg: ModelConfig, device: torch.device, dtype: torch.dtype, seed: int = 0) -> StripedHyena2:
-    """Random weights with init_weights_'s statistics (spec §9), drawn on the device (fast for 7B)."""
+    """Random weights of the spec's initialisation, drawn on the device (fast for 7B)."""
     with torch.device(device):
         model = StripedHyena2(cfg)
-    gen = torch.Generator(device).manual_seed(seed)
-    d = cfg.d_model
-    small, wang = (2.0 / (5.0 * d)) ** 0.5, 2.0 / (cfg.num_blocks * d ** 0.5)
-
-    def normal_(p, std):
-        p.copy_(torch.randn(p.shape, generator=gen, device=device) * std)
-
-    def uniform_(p, bound):
-        p.copy_((torch.rand(p.shape, generator=gen, device=device) * 2 - 1) * bound)
-
-    normal_(model.embedding.weight, small)
-    for block in model.blocks:
-        mixer = block.mixer
-        for lin, std in ((block.mlp.l1, small), (block.mlp.l2, small), (block.mlp.l3, wang), (mixer.out_proj, wang)):
-            normal_(lin.weight, std)
-        mixer.out_proj.bias.zero_()
-        if block.kind == "A":
-            normal_(mixer.qkv_proj.weight, small)
-            continue
-        normal_(mixer.in_proj.weight, small)
-        uniform_(mixer.featurizer.h, (1.0 / 3) ** 0.5)
-        inner = mixer.filter
-        if block.kind == "S":
-            uniform_(inner.h, (1.0 / 3) ** 0.5)
-            continue
-        normal_(inner.D, 1.0)
-        if block.kind == "M":
-            groups, taps = inner.h.shape
-            rates = torch.logspace(-2, 2, groups, device=device)
-            decay = torch.exp(-rates[:, None] * torch.linspace(0, 1, cfg.context_len, device=device)[None, :taps])
-            inner.h.copy_(torch.randn(inner.h.shape, generator=gen, device=device) / taps ** 0.5 * decay)
-        else:
-            gamma = 0.01 + 0.09 * torch.rand(inner.log_poles.shape, generator=gen, device=device)
-            inner.log_poles.copy_(-0.36787944117144233 * gamma)  # -exp(-1) * gamma
-            normal_(inner.residues, 0.1 / cfg.state_size ** 0.5)
-    return model.cast(dtype).eval()
+    return init_weights_(model, seed).cast(dtype).eval()
 
 
 def random_ids(batch: int, length: int, device: torch.device, seed: int = 0) -> torch.Tensor:
