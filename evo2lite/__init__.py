@@ -14,7 +14,7 @@ _LAZY = {
     "ModelConfig": "evo2lite.config",
     "PRESETS": "evo2lite.config",
     "StripedHyena2": "evo2lite.model",
-    "load_model": "evo2lite.checkpoint",
+    "load_model": "evo2lite.loading",
     "save_model": "evo2lite.checkpoint",
     "score_sequences": "evo2lite.apps.score",
     "embed": "evo2lite.apps.embed",
@@ -25,6 +25,13 @@ _LAZY = {
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
+
+
+# transformers Auto classes learn model_type "evo2lite" when their modules load, without importing
+# transformers here (seconds): see evo2lite/hf/__init__.py
+from .hf import install_import_hook as _install_hf_hook  # noqa: E402
+
+_install_hf_hook()
 
 
 def __getattr__(name: str):

@@ -2,26 +2,36 @@
 vortex format (a torch zip pickle of a flat dict, possibly split in byte shards X.pt.part0, .part1, ...,
 plus a YAML config), imported and exported exactly as spec §4 says.
 
-Import does what vtx's load_checkpoint does: drops extra keys (unembed.weight duplicate, TE _extra_state),
-permutes the Wqkv rows from the stored per-head (h, q|k|v, e) layout to (q|k|v, h, e), and rounds every
-parameter to bf16 except log_poles, residues and inv_freq, so fp32 compute matches vtx's fp32 results.
+Import does what vtx's load_checkpoint does: drops extra keys (the unembed.weight duplicate), permutes the
+Wqkv rows from the stored per-head (h, q|k|v, e) layout to (q|k|v, h, e), and rounds every parameter to
+bf16 except log_poles, residues and inv_freq, so fp32 compute matches vtx's fp32 results. The TE FP8
+scaling state (`projections._extra_state`) is decoded (weights_only) and kept: our format stores it as
+blocks.N.mixer.in_proj.fp8.{scale,scale_inv,amax_history}. Nothing is materialised whole: `open_checkpoint`
+reads only the pickle / safetensors header and yields tensors one at a time from the memory map, and
+`save_state` writes safetensors as they arrive (evo2lite.loading builds models the same way).
 """
 
 from __future__ import annotations
 
 import io
+import itertools
+import json
+import math
 import os
 import re
 import shutil
+import struct
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 
 from .config import PRESETS, ModelConfig
 from .errors import CheckpointError, ConfigError, Evo2LiteError
 from .log import warn
-from .model import FP32_PARAMS, StripedHyena2, init_weights_
+from .model import FP32_PARAMS, StripedHyena2
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -78,12 +88,12 @@ def _round_like_vtx(name: str, t: torch.Tensor) -> torch.Tensor:
     return t.float() if name.endswith(FP32_PARAMS) else t.to(torch.bfloat16)
 
 
-def state_dict_from_vortex(raw: dict, config: ModelConfig, source: str = "checkpoint") -> dict:
-    """Our state dict (bf16 bulk, fp32 poles/residues/inv_freq) from a vortex flat dict."""
+def _check_vortex_keys(raw: dict, config: ModelConfig, source: str) -> dict[str, str]:
+    """Every tensor the model needs is present with its shape (fail before any work); warn about the
+    unused ones. Returns key_map(config)."""
     with torch.device("meta"):
         expected = StripedHyena2(config).state_dict()
     mapping = key_map(config)
-    out = {}
     for ours, theirs in mapping.items():
         if theirs not in raw:
             raise CheckpointError(f"{source}: missing tensor {theirs!r} (block kinds from the config: "
@@ -91,22 +101,48 @@ def state_dict_from_vortex(raw: dict, config: ModelConfig, source: str = "checkp
         t = raw[theirs]
         if not isinstance(t, torch.Tensor):
             raise CheckpointError(f"{source}: {theirs!r} is not a tensor")
-        want = expected[ours].shape
-        if tuple(t.shape) != _vortex_shape(theirs, want):
+        if tuple(t.shape) != _vortex_shape(theirs, expected[ours].shape):
             raise CheckpointError(f"{source}: tensor {theirs!r} has shape {tuple(t.shape)}, the config "
-                                  f"expects {_vortex_shape(theirs, want)}")
-        t = t.reshape(want)
-        if ours.endswith("qkv_proj.weight"):
-            t = _wqkv_to_runtime(t, config.num_heads)
-        out[ours] = _round_like_vtx(ours, t).contiguous()
+                                  f"expects {_vortex_shape(theirs, expected[ours].shape)}")
     extra = sorted(k for k in raw if k not in set(mapping.values()) and not _EXPECTED_EXTRA.search(k))
     if extra:
         warn(f"{source}: dropping {len(extra)} tensor(s) the model does not use: {', '.join(extra)}")
+    return mapping
+
+
+def iter_vortex_tensors(raw: dict, config: ModelConfig, source: str = "checkpoint"):
+    """(our name, tensor in vtx's dtypes) one at a time from a vortex flat dict (mmap-backed when read by
+    read_vortex_file), so an import holds at most one converted tensor beside its output."""
+    for ours, theirs in _check_vortex_keys(raw, config, source).items():
+        t = raw[theirs]
+        t = t.reshape(t.shape[:-1] if theirs.endswith("log_poles") else
+                      (t.shape[0], t.shape[2]) if theirs.endswith(("filter.h", "short_filter_weight")) else t.shape)
+        if ours.endswith("qkv_proj.weight"):
+            t = _wqkv_to_runtime(t, config.num_heads)
+        yield ours, _round_like_vtx(ours, t).contiguous()
     if "unembed.weight" in raw and isinstance(raw["unembed.weight"], torch.Tensor):
-        if not torch.equal(raw["unembed.weight"].to(torch.bfloat16), out["embedding.weight"].to(torch.bfloat16)):
+        if not torch.equal(raw["unembed.weight"].to(torch.bfloat16), raw["embedding_layer.weight"].to(torch.bfloat16)):
             warn(f"{source}: unembed.weight differs from the embedding; the model ties them and uses "
                  "embedding_layer.weight")
-    return out
+
+
+def state_dict_from_vortex(raw: dict, config: ModelConfig, source: str = "checkpoint") -> dict:
+    """Our state dict (bf16 bulk, fp32 poles/residues/inv_freq) from a vortex flat dict."""
+    return dict(iter_vortex_tensors(raw, config, source))
+
+
+def fp8_states_from_vortex(raw: dict, config: ModelConfig, source: str = "checkpoint") -> dict:
+    """{block index: DelayedScaling} decoded from the TE `projections._extra_state` entries."""
+    from .fp8 import decode_extra_state
+
+    states = {}
+    for i, kind in enumerate(config.layout):
+        key = f"blocks.{i}.projections._extra_state"
+        if kind != "A" and key in raw:
+            state = decode_extra_state(raw[key], f"{source}: {key}")
+            if state is not None:
+                states[i] = state
+    return states
 
 
 def _vortex_shape(theirs: str, ours: torch.Size) -> tuple[int, ...]:
@@ -227,16 +263,60 @@ def resolve_config(config: str | Path | ModelConfig | None, source: str) -> Mode
 
 # --- our format -----------------------------------------------------------------------------------
 
-def save_state(config: ModelConfig, state: dict, directory: str | Path) -> Path:
-    """Write model.safetensors + config.json atomically (a temp directory renamed into place)."""
-    from safetensors.torch import save_file
+_ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int64: "I64",
+              torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
+FP8_KEY = ".fp8."  # our format stores a block's FP8 scaling state as blocks.N.mixer.in_proj.fp8.{scale,...}
 
+
+def write_safetensors(path: Path, layout: list[tuple[str, tuple, torch.dtype]], tensors,
+                      metadata: dict[str, str]) -> None:
+    """Write a safetensors file from (name, tensor) pairs arriving one at a time in `layout` order: the
+    header is laid out from the shapes first, so no complete state is ever held in memory."""
+    header, offset = {}, 0
+    for name, shape, dtype in layout:
+        nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        header[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    header["__metadata__"] = metadata
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as out:
+        out.write(struct.pack("<Q", len(blob)))
+        out.write(blob)
+        count = 0
+        for (name, t), (want, shape, dtype) in zip(tensors, layout):
+            if name != want or tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+                raise AssertionError(f"tensor {name} {tuple(t.shape)} {t.dtype} != layout {want} {shape} {dtype}")
+            out.write(t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy())
+            count += 1
+        if count != len(layout):
+            raise AssertionError(f"{count} tensors written, {len(layout)} laid out")
+
+
+def _fp8_tensors(fp8_states: dict | None) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, s in sorted((fp8_states or {}).items()):
+        prefix = f"blocks.{i}.mixer.in_proj{FP8_KEY}"
+        out.update({prefix + "scale": s.scale.cpu(), prefix + "scale_inv": s.scale_inv.cpu(),
+                    prefix + "amax_history": s.amax_history.cpu()})
+    return out
+
+
+def save_state(config: ModelConfig, state, directory: str | Path, fp8_states: dict | None = None,
+               layout: list | None = None) -> Path:
+    """Write model.safetensors + config.json atomically (a temp directory renamed into place). `state` is a
+    dict, or an iterator of (name, tensor) with its `layout` [(name, shape, dtype)] given up front."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    extra = _fp8_tensors(fp8_states)
+    if layout is None:
+        layout = [(k, tuple(v.shape), v.dtype) for k, v in state.items()]
+        state = state.items()
+    layout = layout + [(k, tuple(v.shape), v.dtype) for k, v in extra.items()]
     try:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "evo2lite"})
+        write_safetensors(tmp / WEIGHTS_FILE, layout, itertools.chain(state, extra.items()),
+                          {"format": "evo2lite"})
         config.save(tmp / CONFIG_FILE)
         if directory.exists():
             shutil.rmtree(directory)
@@ -266,36 +346,37 @@ def save_vortex(config: ModelConfig, state: dict, path: str | Path) -> Path:
 
 def convert(source: str | Path, output: str | Path, *, config: str | Path | ModelConfig | None = None,
             to: str = "evo2lite") -> Path:
-    """Import an official checkpoint into our format (to="evo2lite") or export ours (to="vortex"). The
-    tensors pass through unchanged apart from the layout and rounding rules of spec §4, so import ->
-    export -> import is bit-exact."""
+    """Import an official checkpoint into our format (to="evo2lite", streamed tensor by tensor, the FP8
+    scaling state kept) or export ours (to="vortex"). The tensors pass through unchanged apart from the
+    layout and rounding rules of spec §4, so import -> export -> import is bit-exact."""
     if to not in ("evo2lite", "vortex"):
         raise Evo2LiteError(f"--to must be evo2lite or vortex, got {to!r}")
-    cfg, state, _ = load_state(source, config)
-    return save_state(cfg, state, output) if to == "evo2lite" else save_vortex(cfg, state, output)
+    opened = open_checkpoint(source, config)
+    if to == "evo2lite":
+        return save_state(opened.config, opened.tensors(), output, opened.fp8_states, opened.layout())
+    return save_vortex(opened.config, dict(opened.tensors()), output)
 
 
-def _load_state_into(model: StripedHyena2, state: dict, source: str) -> None:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    if missing:
-        raise CheckpointError(f"{source}: missing tensor {missing[0]!r}" +
-                              (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
-    for name, tensor in state.items():
-        if name not in expected:
-            continue
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise CheckpointError(f"{source}: tensor {name!r} has shape {tuple(tensor.shape)}, the config "
-                                  f"expects {tuple(expected[name].shape)}")
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        warn(f"{source}: dropping {len(extra)} tensor(s) the model does not use: {', '.join(extra)}")
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=True, assign=True)
+@dataclass
+class Opened:
+    """A checkpoint opened without reading its weights: the config, where it came from, the FP8 scaling
+    states, and `tensors()`, which yields (our name, tensor) one at a time (mmap / safetensors reads)."""
+
+    config: ModelConfig
+    source: str
+    tensors: Callable[[], Iterator[tuple[str, torch.Tensor]]]
+    fp8_states: dict = field(default_factory=dict)
+
+    def layout(self) -> list[tuple[str, tuple, torch.dtype]]:
+        """(name, shape, dtype) of what tensors() yields for an official import (vtx's dtypes)."""
+        with torch.device("meta"):
+            expected = StripedHyena2(self.config).state_dict()
+        return [(k, tuple(expected[k].shape), torch.float32 if k.endswith(FP32_PARAMS) else torch.bfloat16)
+                for k in key_map(self.config)]
 
 
-def _read_our_dir(directory: Path) -> tuple[ModelConfig, dict]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def _open_our_dir(directory: Path, source: str) -> Opened:
+    from safetensors import SafetensorError, safe_open
 
     if not (directory / CONFIG_FILE).exists():
         raise CheckpointError(f"{directory}: no {CONFIG_FILE} (an evo2lite model directory holds "
@@ -303,11 +384,41 @@ def _read_our_dir(directory: Path) -> tuple[ModelConfig, dict]:
     if not (directory / WEIGHTS_FILE).exists():
         raise CheckpointError(f"{directory}: no {WEIGHTS_FILE}")
     config = ModelConfig.load(directory / CONFIG_FILE)
+    path = str(directory / WEIGHTS_FILE)
     try:
-        state = load_file(str(directory / WEIGHTS_FILE))
+        with safe_open(path, framework="pt") as f:
+            keys = list(f.keys())
+            fp8 = {k: f.get_tensor(k) for k in keys if FP8_KEY in k}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {directory / WEIGHTS_FILE}: {exc}") from None
-    return config, state
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
+
+    def tensors():
+        with safe_open(path, framework="pt") as f:
+            for k in keys:
+                if FP8_KEY not in k:
+                    yield k, f.get_tensor(k)
+
+    return Opened(config, source, tensors, _fp8_states_from_ours(fp8))
+
+
+def _fp8_states_from_ours(flat: dict) -> dict:
+    from .fp8 import DelayedScaling
+
+    states = {}
+    for key in flat:
+        if key.endswith(FP8_KEY + "scale"):
+            prefix = key[: -len("scale")]
+            states[int(key.split(".")[1])] = DelayedScaling(flat[key], flat[prefix + "scale_inv"],
+                                                            flat[prefix + "amax_history"])
+    return states
+
+
+def _open_official(path: Path, config, source: str) -> Opened:
+    cfg = resolve_config(config, source)
+    raw = read_vortex_file(path)
+    _check_vortex_keys(raw, cfg, source)
+    return Opened(cfg, source, lambda: iter_vortex_tensors(raw, cfg, source),
+                  fp8_states_from_vortex(raw, cfg, source))
 
 
 def _hf_resolve(repo: str) -> Path:
@@ -321,53 +432,55 @@ def _hf_resolve(repo: str) -> Path:
                               "your network or HF_HUB_OFFLINE and the cache") from None
 
 
-def _official_in(directory: Path) -> Path | None:
+def official_in(directory: Path) -> Path | None:
     candidates = sorted(directory.glob("*.pt")) + sorted(directory.glob("*.pt.part0"))
     return candidates[0] if candidates else None
 
 
-def load_state(spec: str | Path | None, config: str | Path | ModelConfig | None = None
-               ) -> tuple[ModelConfig, dict, str]:
-    """(config, state dict, description of the source) for any model spec accepted by --model."""
+def open_checkpoint(spec: str | Path | None, config: str | Path | ModelConfig | None = None) -> Opened:
+    """Open any model spec accepted by --model except the Evo 2 short names (evo2lite.loading resolves
+    those): None (the shipped model), our directory, an Evo 2 .pt / .pt.part0 with `config`, hf:REPO."""
     if spec is None:
         if not (DEFAULT_MODEL_DIR / WEIGHTS_FILE).exists():
             raise CheckpointError("the shipped default model is missing from this installation; "
                                   "pass --model DIR | X.pt --config Y.yml | hf:REPO")
-        cfg, state = _read_our_dir(DEFAULT_MODEL_DIR)
-        return cfg, state, "shipped default model"
+        return _open_our_dir(DEFAULT_MODEL_DIR, "shipped default model")
     text = str(spec)
     if text.startswith("hf:"):
         repo = text[3:]
         directory = _hf_resolve(repo)
         if (directory / WEIGHTS_FILE).exists():
-            cfg, state = _read_our_dir(directory)
-            return cfg, state, text
-        official = _official_in(directory)
+            return _open_our_dir(directory, text)
+        official = official_in(directory)
         if official is None:
             raise CheckpointError(f"{text}: the repository holds neither {WEIGHTS_FILE} nor a .pt checkpoint")
         name = repo.split("/")[-1]
-        cfg = resolve_config(config if config is not None else (name if name in PRESETS else None), text)
-        return cfg, state_dict_from_vortex(read_vortex_file(official), cfg, text), text
+        return _open_official(official, config if config is not None else (name if name in PRESETS else None), text)
     if text in PRESETS and not Path(text).exists():
         raise ConfigError(f"{text!r} is a preset: a shape without weights. Pass a model directory, an Evo 2 "
                           f".pt with --config {text}, or hf:REPO")
     path = Path(text)
     if path.is_dir():
-        official = _official_in(path)
+        official = official_in(path)
         # a local copy of an Evo 2 HF repo holds X.pt beside a tiny config.json that is not ours (spec §4.1)
         if (path / WEIGHTS_FILE).exists() or ((path / CONFIG_FILE).exists() and official is None):
-            cfg, state = _read_our_dir(path)
-            return cfg, state, str(path)
+            return _open_our_dir(path, str(path))
         if official is None:
             raise CheckpointError(f"{path}: not a model directory (no {CONFIG_FILE}/{WEIGHTS_FILE}, no .pt)")
         path = official
     if re.search(r"\.pt(\.part\d+)?$", path.name) or path.suffix in (".pt", ".pth", ".ckpt"):
-        cfg = resolve_config(config, str(path))
-        return cfg, state_dict_from_vortex(read_vortex_file(path), cfg, str(path)), str(path)
+        return _open_official(path, config, str(path))
     if not path.exists():
         raise Evo2LiteError(f"model not found: {text!r} (expected a model directory, an Evo 2 .pt, "
-                            f"hf:REPO, or nothing for the shipped model)")
+                            f"hf:REPO, an Evo 2 name, or nothing for the shipped model)")
     raise CheckpointError(f"{text}: unknown model format (expected a directory or a .pt checkpoint)")
+
+
+def load_state(spec: str | Path | None, config: str | Path | ModelConfig | None = None
+               ) -> tuple[ModelConfig, dict, str]:
+    """(config, state dict, description of the source) for any model spec accepted by --model."""
+    opened = open_checkpoint(spec, config)
+    return opened.config, dict(opened.tensors()), opened.source
 
 
 def parse_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
@@ -394,29 +507,8 @@ def parse_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def load_model(spec: str | Path | None = None, *, config: str | Path | ModelConfig | None = None,
-               device: str | torch.device | None = "cpu", dtype: str | torch.dtype | None = None,
-               random_init: bool = False, seed: int = 0) -> StripedHyena2:
-    """Load a model for inference (eval mode, no grad needed by callers).
+def load_model(spec=None, **kwargs) -> StripedHyena2:
+    """evo2lite.loading.load_model (kept here for existing imports)."""
+    from .loading import load_model as _load_model
 
-    spec: None (the shipped default model), our model directory, an Evo 2 `.pt`/`.pt.part0` with
-    `config` (YAML path or preset name), `hf:REPO`, or - with `random_init=True` - a preset name (random
-    weights from the spec's initialisation, for tests and benchmarks)."""
-    dev = parse_device(device)
-    dt = parse_dtype(dtype, dev)
-    if random_init:
-        cfg = config if isinstance(config, ModelConfig) else PRESETS.get(str(spec)) if spec else None
-        if cfg is None:
-            raise ConfigError(f"random_init needs a preset name or a ModelConfig, got {spec!r}")
-        model = init_weights_(StripedHyena2(cfg), seed)
-        source = f"random weights (preset {spec}, seed {seed})"
-    else:
-        cfg, state, source = load_state(spec, config)
-        with torch.device("meta"):
-            model = StripedHyena2(cfg)
-        _load_state_into(model, {k: v.float() for k, v in state.items()}, source)
-        if cfg.fp8_input_projections and "7b" not in cfg.name.lower():
-            warn(f"{cfg.name or source} was trained and published with FP8 input projections; evo2lite "
-                 "runs them in bf16/fp32, so its outputs differ from the official numbers (FP8 is later work)")
-    model.source = source
-    return model.cast(dt).to(dev).eval()
+    return _load_model(spec, **kwargs)

@@ -8,20 +8,69 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
-from .errors import Evo2LiteError, cli_errors
+from . import __version__
+from .errors import Evo2LiteError, cli_errors, usage_error_line
+from .options import DeviceOpt
+from .options import ThreadsOpt
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class _Group(TyperGroup):
+    """The top-level command group: a usage error (unknown option, bad or missing value) is one line on
+    stderr and exit code 2, as the README promises, instead of click/rich's boxed panel."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:  # typer >= 0.22 carries its own copy of click
+            from typer._click import exceptions
+        except ImportError:
+            from click import exceptions
+        no_args = getattr(exceptions, "NoArgsIsHelpError", ())
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except no_args as exc:  # bare `evo2lite` or `evo2lite data`: the help, as before
+            typer.echo(exc.ctx.get_help(), err=True)
+            rv = 2
+        except exceptions.ClickException as exc:
+            print(usage_error_line(exc), file=sys.stderr, flush=True)
+            rv = exc.exit_code
+        except typer.Abort:
+            print("evo2lite: interrupted", file=sys.stderr, flush=True)
+            rv = 130
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Byte-level DNA language models (StripedHyena 2 / Evo 2): score variants, embed "
                        "and generate DNA.")
 
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"evo2lite {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _top(version: Annotated[bool, typer.Option(
+        "--version", "-V", callback=_show_version, is_eager=True, help="Print the version and exit.")] = False
+         ) -> None:
+    """Byte-level DNA language models (StripedHyena 2 / Evo 2): score variants, embed and generate DNA."""
+
 ModelOpt = Annotated[Optional[str], typer.Option(
-    "--model", "-m", help="Model directory, Evo 2 .pt (with --config), or hf:REPO. Default: the shipped model.")]
+    "--model", "-m", help="Model directory, Evo 2 .pt (with --config), hf:REPO or an Evo 2 name (evo2_7b, "
+                          "evo2_40b, ...). Default: the shipped model.")]
 ConfigOpt = Annotated[Optional[str], typer.Option(
     "--config", help="YAML config (or preset name) for an Evo 2 .pt checkpoint.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
 DtypeOpt = Annotated[Optional[str], typer.Option(
     "--dtype", help="float32 or bfloat16 (default: float32 on CPU, bfloat16 on CUDA).")]
+Fp8Opt = Annotated[str, typer.Option(
+    "--fp8", help="Hyena input projections: auto, off, scaled_mm, mmaemu or emulate (docs/checkpoints.md).")]
+AllowInexactOpt = Annotated[bool, typer.Option(
+    "--allow-inexact", help="Run a 1B/20B/40B model where its FP8 projections cannot be computed exactly.")]
 
 
 @app.command()
@@ -30,14 +79,9 @@ def info(model: Annotated[Optional[str], typer.Argument(
             help="A preset name (shape only, no weights needed) or a model spec as for --model.")] = None,
          config: ConfigOpt = None) -> None:
     """Show a model's architecture, exact parameter count and where its weights come from."""
-    from .config import PRESETS
+    from .loading import read_config
 
-    if model in PRESETS:
-        cfg, source = PRESETS[model], "preset (shape only, no weights)"
-    else:
-        from .checkpoint import load_state
-
-        cfg, _, source = load_state(model, config)
+    cfg, source = read_config(model, config)  # never reads the weights
     import torch
 
     from .model import StripedHyena2
@@ -62,43 +106,86 @@ def info(model: Annotated[Optional[str], typer.Argument(
 def convert(source: Annotated[str, typer.Argument(help="An Evo 2 .pt / .pt.part0, or an evo2lite directory.")],
             output: Annotated[Path, typer.Option("-o", "--output", help="Output directory (or .pt with --to vortex).")],
             config: ConfigOpt = None,
-            to: Annotated[str, typer.Option("--to", help="evo2lite (default) or vortex.")] = "evo2lite",
+            to: Annotated[str, typer.Option("--to", help="evo2lite (default), vortex, or hf (a transformers "
+                                                        "directory: docs/hf.md).")] = "evo2lite",
             force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False) -> None:
-    """Import an Evo 2 / vortex checkpoint into evo2lite's format, or export one back (--to vortex)."""
+    """Import an Evo 2 / vortex checkpoint into evo2lite's format, export one back (--to vortex), or write
+    a Hugging Face transformers directory of any model (--to hf)."""
     from .checkpoint import convert as convert_checkpoint
     from .io import check_overwrite
 
+    if to not in ("evo2lite", "vortex", "hf"):
+        raise Evo2LiteError(f"--to must be evo2lite, vortex or hf, got {to!r}")
     check_overwrite(output, force)
-    convert_checkpoint(source, output, config=config, to=to)
+    if to == "hf":
+        from .hf.export import convert_to_hf
+
+        convert_to_hf(source, output, config=config)
+    else:
+        convert_checkpoint(source, output, config=config, to=to)
     typer.echo(f"wrote {output}", err=True)
 
 
 @app.command()
 @cli_errors
-def score(fasta: Annotated[Path, typer.Argument(help="FASTA or GenBank (plain, gzip or BGZF).")],
+def score(fasta: Annotated[str, typer.Argument(help="FASTA or GenBank (plain, gzip or BGZF), '-' for stdin.")],
           output: Annotated[Optional[Path], typer.Option("-o", "--output", help="TSV output (default: stdout).")] = None,
           per_position: Annotated[Optional[Path], typer.Option(
               "--per-position", help="Per-base log-probs: .bedGraph/.bg or .npz.")] = None,
           context: Annotated[Optional[int], typer.Option(
-              "--context", help="Window W for long records (default: the model's trained context).")] = None,
+              "--context", help="Window W for long records (default: min(trained context, 8192)).")] = None,
           batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
-          model: ModelOpt = None, config: ConfigOpt = None, device: DeviceOpt = "cpu",
-          dtype: DtypeOpt = None, force: Annotated[bool, typer.Option("--force")] = False) -> None:
+          model: ModelOpt = None, config: ConfigOpt = None, device: DeviceOpt = "auto",
+          dtype: DtypeOpt = None, threads: ThreadsOpt = None, fp8: Fp8Opt = "auto",
+          allow_inexact: AllowInexactOpt = False, force: Annotated[bool, typer.Option("--force")] = False,
+          context_parallel: Annotated[int, typer.Option(
+              "--context-parallel", help="Split each window across the N ranks of a torchrun job (N = "
+                                         "--nproc-per-node); rank 0 writes the outputs.")] = 1) -> None:
     """Per-sequence log-likelihood (natural log) of every record: name, length, sum and mean log-prob."""
+    from .apps.input_check import DnaCheck
     from .apps.score import score_sequences, write_per_position, write_score_table
-    from .checkpoint import load_model
-    from .io import atomic_path, check_output
+    from .loading import load_model
+    from .io import atomic_path, check_output, input_path
+    from .options import apply_threads, check_options, resolve_device
     from .pipelines.fasta import read_sequences
     from .progress import progress_bar
 
+    check_options(batch_size=batch_size, context=context)
+    apply_threads(threads)
+    device = resolve_device(device)
     for path in (output, per_position):
         if path is not None:
             check_output(path, force)
-    records = [(r.name, r.seq) for r in read_sequences(fasta)]
-    net = load_model(model, config=config, device=device, dtype=dtype)
-    total = sum(max(len(seq) - 1, 0) for _, seq in records)
-    with progress_bar("scoring", total=total, unit="bases") as advance:
-        results = score_sequences(net, records, batch_size=batch_size, context=context, progress=advance)
+    check = DnaCheck()
+    with input_path(fasta) as path:
+        records = [(r.name, r.seq) for r in read_sequences(path)]
+    for _, seq in records:
+        check.add(seq)
+        check.end_record()
+    check.report()
+    if context_parallel > 1:  # one sequence across the ranks of a torchrun job (docs/context-parallel.md)
+        from contextlib import nullcontext
+
+        from .parallel.dist import init_distributed, peer_failure_guard
+        from .parallel.inference import context_parallel_model
+
+        dist_info, dev = init_distributed(device, context_parallel=context_parallel, whole_job=True)
+        with peer_failure_guard(dist_info.timeout_s):
+            net = context_parallel_model(load_model(model, config=config, device=str(dev), dtype=dtype, fp8=fp8,
+                                                    allow_inexact=allow_inexact),
+                                         dist_info.cp_group)
+            total = sum(max(len(seq) - 1, 0) for _, seq in records)
+            bar = progress_bar("scoring", total=total, unit="bases") if dist_info.main else nullcontext(None)
+            with bar as advance:
+                results = score_sequences(net, records, batch_size=batch_size, context=context,
+                                          progress=advance)
+        if not dist_info.main:
+            return
+    else:
+        net = load_model(model, config=config, device=device, dtype=dtype, fp8=fp8, allow_inexact=allow_inexact)
+        total = sum(max(len(seq) - 1, 0) for _, seq in records)
+        with progress_bar("scoring", total=total, unit="bases") as advance:
+            results = score_sequences(net, records, batch_size=batch_size, context=context, progress=advance)
     if output is None:
         write_score_table(results, sys.stdout)
     else:
@@ -113,18 +200,28 @@ def _register_app_commands() -> None:
     from .apps.embed_cli import embed_command
     from .apps.generate_cli import generate_command
     from .apps.score_vcf_cli import score_vcf_command
+    from .apps.selftest import selftest_command
     from .apps.train_cli import train_command
 
     app.command("score-vcf")(score_vcf_command)
     app.command("generate")(generate_command)
     app.command("embed")(embed_command)
     app.command("train")(train_command)
+    app.command("selftest")(selftest_command)
 
 
 _register_app_commands()
 
 data_app = typer.Typer(no_args_is_help=True, help="Training corpora: build byte shards from a manifest.")
 app.add_typer(data_app, name="data")
+
+from .apps.eval_cli import eval_app  # noqa: E402  (imports only typer at load time)
+
+app.add_typer(eval_app, name="eval")
+
+from .apps.plot_cli import plot_app  # noqa: E402  (imports only typer at load time)
+
+app.add_typer(plot_app, name="plot")
 
 
 @data_app.command("build")

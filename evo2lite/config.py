@@ -195,6 +195,8 @@ _L24 = "SMLASMLSMLASMLSMLASMLSML"
 PRESETS: dict[str, ModelConfig] = {
     "evo2_1b_base": _evo2(_L25, 1920, 15, 128, 5120, context_len=8192, name="evo2_1b_base"),
     "evo2_7b_base": _evo2(_L32, 4096, 32, 256, 11008, context_len=8192, name="evo2_7b_base"),
+    # evo-design's phage fine-tune of the 7B base: evo2 maps it to evo2-7b-8k.yml (spec §3)
+    "evo2_7b_microviridae": _evo2(_L32, 4096, 32, 256, 11008, context_len=8192, name="evo2_7b_microviridae"),
     "evo2_7b": _evo2(_L32, 4096, 32, 256, 11264, rotary_scale=128.0, context_len=1 << 20, name="evo2_7b"),
     "evo2_7b_262k": _evo2(_L32, 4096, 32, 256, 11008, rotary_scale=32.0, context_len=262144,
                           name="evo2_7b_262k"),

@@ -1,9 +1,11 @@
-"""Atomic file output: results appear under their final name only when complete."""
+"""Atomic file output (results appear under their final name only when complete), and `-` for stdin."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,3 +46,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def spool_stdin(suffix: str = ".fa") -> Path:
+    """Copy stdin to a temporary file (the readers detect the format and compression from the first
+    bytes, so they need a seekable file); the caller deletes it."""
+    tmp = tempfile.NamedTemporaryFile(prefix="evo2lite-stdin-", suffix=suffix, delete=False)
+    with tmp:
+        shutil.copyfileobj(sys.stdin.buffer, tmp, length=1 << 20)
+    return Path(tmp.name)
+
+
+@contextlib.contextmanager
+def input_path(path: str | os.PathLike) -> Iterator[Path]:
+    """The input file to read: `path` itself, or for `-` stdin spooled to a temporary file that is deleted
+    afterwards."""
+    if str(path) != "-":
+        yield Path(path)
+        return
+    spooled = spool_stdin()
+    try:
+        yield spooled
+    finally:
+        spooled.unlink(missing_ok=True)

@@ -17,8 +17,10 @@ from torch import nn
 from .config import ModelConfig
 from .kernels.attention import apply_rotary_ref, attention, rotary_tables
 from .kernels.fftconv import fftconv
-from .kernels.fir import fir, next_tail
-from .kernels.modal import modal_filter_ref, modal_state_output_ref, modal_state_update_ref
+from .kernels.fir import fir, fir_ref, next_tail
+from .kernels.hyena import hyena_conv, triton_available
+from .kernels.modal import (modal_conv, modal_filter_ref, modal_state_output_ref, modal_state_update_ref,
+                            resolve_backend as resolve_modal_backend)
 
 
 class ShortFilter(nn.Module):
@@ -65,7 +67,11 @@ class MediumFilter(nn.Module):
 
 class ModalFilter(nn.Module):
     """Hyena-LR's inner operator: s = h * u + D u with the modal filter h[m] = sum_s R exp(lam m), one per
-    channel, by FFT in fp32; the state sigma (B, D, S) carries it across chunks exactly (spec §2.7)."""
+    channel, in fp32; the state sigma (B, D, S) carries it across chunks exactly (spec §2.7). `backend`
+    (set per module at call time, default "auto"): the chunked Triton kernel on CUDA, the chunked PyTorch
+    form on CPU, or "reference", the FFT over the materialised filter as vtx computes it."""
+
+    backend = "auto"
 
     # Inference rebuilds the same filter for every batch of equal length: keep the last one when it is
     # small (a few MB); long filters are rebuilt rather than held.
@@ -90,6 +96,13 @@ class ModalFilter(nn.Module):
         return self._cached_filter[1]
 
     def forward(self, u_BLD: torch.Tensor, state: dict | None = None) -> torch.Tensor:
+        if resolve_modal_backend(self.backend, u_BLD, self.log_poles.shape[1]) != "reference":
+            sigma = state.get("sigma") if state is not None else None
+            s_BLD, sigma = modal_conv(u_BLD, self.log_poles, self.residues, self.D, sigma,
+                                      return_state=True, backend=self.backend)
+            if state is not None:
+                state["sigma"] = sigma
+            return s_BLD
         L = u_BLD.shape[1]
         h_LD = self.filter_LD(L)
         s_BLD = fftconv(u_BLD, h_LD)
@@ -103,7 +116,11 @@ class ModalFilter(nn.Module):
 
 class HyenaMixer(nn.Module):
     """y = q * (h * (k v) [+ D k v]) after a bias-free input projection and a length-3 featurizer on all 3D
-    channels, with q/k/v interleaved per channel (spec §2.4)."""
+    channels, with q/k/v interleaved per channel (spec §2.4). SE and MR run featurizer-to-gate as one fused
+    Triton op on CUDA (kernels/hyena) unless `backend` (set per module at call time) is "reference"; a chunk
+    that continues a sequence (carried FIR tails in `state`) takes the reference ops."""
+
+    backend = "auto"
 
     def __init__(self, config: ModelConfig, inner: nn.Module) -> None:
         super().__init__()
@@ -113,8 +130,37 @@ class HyenaMixer(nn.Module):
         self.filter = inner
         self.out_proj = nn.Linear(d, d, bias=True)
 
+    def _fused(self, a_BLD: torch.Tensor, state: dict | None) -> bool:
+        # exact types: a wrapped seam (context parallelism) keeps its own path
+        if (self.backend == "reference" or type(self.featurizer) is not ShortFilter
+                or type(self.filter) not in (ShortFilter, MediumFilter) or self.featurizer.h.shape[1] != 3):
+            return False
+        if state is not None and ("featurizer_tail" in state or "filter_tail" in state):
+            return False
+        if torch.compiler.is_compiling():  # torch.compile fuses the reference ops itself; no graph break
+            return False
+        return self.backend == "triton" or triton_available(a_BLD)
+
+    def _start_state(self, z_BLC: torch.Tensor, state: dict) -> None:
+        """The tails the reference path would leave after a first chunk: the last 2 projections and the last
+        K-1 pre-gates k v, recomputed on a window wide enough that its zero left padding is the sequence's."""
+        K, L, D = self.filter.h.shape[1], z_BLC.shape[1], z_BLC.shape[2] // 3
+        state["featurizer_tail"] = next_tail(z_BLC, None, self.featurizer.h.shape[1])
+        start = max(0, L - (K - 1) - 2)
+        zf_BWC = fir_ref(z_BLC[:, start:], self.featurizer.h, current_tap="last")[:, L - start - min(L, K - 1):]
+        _, k_BWD, v_BWD = zf_BWC.view(*zf_BWC.shape[:2], D, 3).unbind(-1)
+        state["filter_tail"] = next_tail(k_BWD * v_BWD, None, K)
+
     def forward(self, a_BLD: torch.Tensor, state: dict | None = None, position: int = 0) -> torch.Tensor:
         B, L, D = a_BLD.shape
+        if self._fused(a_BLD, state):
+            z_BLC = self.in_proj(a_BLD)
+            mr = type(self.filter) is MediumFilter
+            y_BLD = hyena_conv(z_BLC, self.featurizer.h, self.filter.h, self.filter.D if mr else None,
+                               current_tap="first" if mr else "last", backend="triton")
+            if state is not None:
+                self._start_state(z_BLC, state)
+            return self.out_proj(y_BLD)
         z_BLC = self.featurizer(self.in_proj(a_BLD), state)
         q_BLD, k_BLD, v_BLD = z_BLC.view(B, L, D, 3).unbind(-1)  # channel 3c -> q, 3c+1 -> k, 3c+2 -> v
         s_BLD = self.filter(k_BLD * v_BLD, state)
@@ -143,6 +189,10 @@ class AttentionCore(nn.Module):
     def forward(self, q_BHLE, k_BHTE, v_BHTE):
         return attention(q_BHLE, k_BHTE, v_BHTE)
 
+    def positions(self, start: int, length: int, device) -> torch.Tensor:
+        """The global positions of the L query tokens (rotary); context parallelism overrides it."""
+        return torch.arange(start, start + length, device=device)
+
 
 class Attention(nn.Module):
     """Multi-head causal self-attention with rotary embeddings over the whole head (GPT-NeoX rotate-half),
@@ -163,7 +213,7 @@ class Attention(nn.Module):
         B, L, D = a_BLD.shape
         qkv = self.qkv_proj(a_BLD).view(B, L, 3, self.num_heads, self.head_dim)
         q_BHLE, k_BHLE, v_BHLE = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # rows are [Q; K; V] (spec §4.3)
-        positions = torch.arange(position, position + L, device=a_BLD.device)
+        positions = self.core.positions(position, L, a_BLD.device)
         cos, sin = rotary_tables(positions, self.inv_freq, self.rotary_scale, a_BLD.dtype)
         q_BHLE, k_BHLE = apply_rotary_ref(q_BHLE, cos, sin), apply_rotary_ref(k_BHLE, cos, sin)
         if state is not None:

@@ -8,10 +8,15 @@ import sys
 from collections.abc import Callable, Iterator
 
 
+def progress_shown() -> bool:
+    """Whether progress_bar draws a bar (stderr is a terminal, or EVO2LITE_PROGRESS=1)."""
+    return sys.stderr.isatty() or os.environ.get("EVO2LITE_PROGRESS") == "1"
+
+
 @contextlib.contextmanager
 def progress_bar(description: str, total: float | None, unit: str = "items") -> Iterator[Callable[[float], None]]:
     """Yield `advance(n)`. Shows done/total, rate per second and ETA."""
-    if not (sys.stderr.isatty() or os.environ.get("EVO2LITE_PROGRESS") == "1"):
+    if not progress_shown():
         yield lambda n=1: None
         return
     from rich.console import Console

@@ -1,9 +1,10 @@
 """Byte tokenizer of Evo 2 (spec §5): UTF-8 bytes are the ids 0..255 of a 512-entry vocabulary.
 
-EOS = 0, PAD = 1, no BOS. Any byte is a valid input (N, IUPAC codes, phylogenetic tags). Case policy:
-Evo 2 was trained on upper-cased input only (savanna upper-cased every lower-case letter, spec §5), so the
-lower-case bases a/c/g/t/n are upper-cased, and a phylogenetic tag between '|' marks (`|d__Bacteria;...|`)
-is upper-cased whole, as the model saw it in training (`|D__BACTERIA;...|`). Other bytes are kept.
+EOS = 0, PAD = 1, no BOS. Any byte is a valid input (N, IUPAC codes, phylogenetic tags). Case policy,
+as in training (spec §5: savanna upper-cased every input byte 97-122, a-z, before the model, tags and
+soft-masked repeats included): every ASCII lower-case letter is upper-cased, so `acgtn`, soft-masked
+IUPAC codes (`ryk` -> `RYK`) and phylogenetic tags (`|d__Bacteria;|` -> `|D__BACTERIA;|`) reach the
+model as it saw them. No other byte changes (UTF-8 multi-byte sequences have no byte below 0x80).
 """
 
 from __future__ import annotations
@@ -15,16 +16,10 @@ EOS_ID = 0
 PAD_ID = 1
 VOCAB_SIZE = 512
 
-_CASE_TABLE = bytes.maketrans(b"acgtn", b"ACGTN")
-
-
 def to_bytes(seq: str | bytes) -> bytes:
-    """The bytes the model sees: UTF-8, a/c/g/t/n upper-cased, tags between '|' marks upper-cased whole."""
+    """The bytes the model sees: UTF-8 with a-z upper-cased (bytes.upper touches ASCII letters only)."""
     raw = seq.encode("utf-8") if isinstance(seq, str) else bytes(seq)
-    if b"|" not in raw:
-        return raw.translate(_CASE_TABLE)
-    parts = raw.split(b"|")  # odd parts lie inside |...| tags
-    return b"|".join(part.upper() if i % 2 else part.translate(_CASE_TABLE) for i, part in enumerate(parts))
+    return raw.upper()
 
 
 def encode(seq: str | bytes) -> torch.Tensor:

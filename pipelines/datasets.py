@@ -89,7 +89,7 @@ class PackedSplit:
 def _non_human_declared(entry: dict) -> bool:
     # A bare "17" from a non-human source was let through at build time only under
     # allow_chr17_name; the organism in the index is what tells it apart here.
-    from .corpus import _looks_human
+    from .corpus_guard import _looks_human
 
     org = entry.get("organism", "")
     return bool(org) and not _looks_human(org) and chr17_name_reason(entry["record"], allow_bare=True) is None

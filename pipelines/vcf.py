@@ -1,20 +1,21 @@
-"""VCF/BCF input for variant scoring: records, allele classes, regions and REF/ALT windows.
+"""VCF/BCF input for variant scoring: records, allele classes and REF/ALT windows.
 
 * :func:`to_zero_based` is the one place where a 1-based position (VCF ``POS``, the start of a
-  ``chr:start-end`` region) becomes a 0-based start. Everything after it is 0-based half-open.
+  ``chr:start-end`` region, used by pipelines.regions) becomes a 0-based start. Everything after it is 0-based half-open.
 * :class:`VcfInput` reads VCF, VCF.gz (BGZF), BCF or ``-`` (stdin) through pysam/htslib. Stdin and
   plain-gzip files (which htslib cannot open: it wants BGZF) are spooled to a temporary file first, so
   every input can be read several times. Unreadable files raise :class:`InputError` naming the file
   and line; htslib's own chatter is silenced while reading.
 * :func:`classify_allele`, :func:`check_ref` and :func:`window_status` give the reason code of an
-  allele that cannot be scored (``STATUS_*`` below); a record is never dropped for them.
+  allele that cannot be scored (``STATUS_*`` below, documented in docs/score-vcf.md); a record is never
+  dropped for them.
+* Regions (``--regions``, BED) live in :mod:`evo2lite.pipelines.regions`.
 * :func:`site_context` and :func:`allele_windows` build equal-length REF and ALT windows around a
   variant (see there for indels and contig ends).
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import gzip
 import hashlib
@@ -32,9 +33,10 @@ from evo2lite.pipelines.fasta import contig_key, detect_compression, open_binary
 __all__ = [
     "STATUS_OK", "STATUS_SYMBOLIC", "STATUS_BREAKEND", "STATUS_STAR", "STATUS_MISSING_ALT",
     "STATUS_INVALID_ALLELE", "STATUS_IUPAC", "STATUS_CONTIG_ABSENT", "STATUS_OUT_OF_RANGE",
-    "STATUS_REF_MISMATCH", "STATUS_WINDOW_N", "STATUS_DESCRIPTIONS",
+    "STATUS_REF_MISMATCH", "STATUS_N_ALLELE", "STATUS_N_AT_VARIANT", "STATUS_N_RICH", "STATUS_N_INSIDE",
+    "STATUS_IUPAC_IN_WINDOW", "STATUS_DESCRIPTIONS",
     "to_zero_based", "Variant", "variant_from_record", "VcfInput", "read_variants",
-    "Region", "RegionSet", "parse_regions", "contig_key",
+    "MAX_N_SHARE", "contig_key",
     "classify_allele", "check_ref", "window_status", "SiteContext", "site_context", "allele_windows",
     "header_contig_lengths", "quiet_htslib",
 ]
@@ -50,7 +52,14 @@ STATUS_IUPAC = "iupac"
 STATUS_CONTIG_ABSENT = "contig_absent"
 STATUS_OUT_OF_RANGE = "out_of_range"
 STATUS_REF_MISMATCH = "ref_mismatch"
-STATUS_WINDOW_N = "window_n"
+STATUS_N_ALLELE = "n_allele"
+STATUS_N_AT_VARIANT = "n_at_variant"
+STATUS_N_RICH = "n_rich"
+STATUS_N_INSIDE = "n_inside"
+STATUS_IUPAC_IN_WINDOW = "iupac_in_window"
+
+# A window with more than this share of N is not scored (see docs/score-vcf.md for the choice).
+MAX_N_SHARE = 0.10
 
 STATUS_DESCRIPTIONS: dict[str, str] = {
     STATUS_OK: "scored",
@@ -60,12 +69,17 @@ STATUS_DESCRIPTIONS: dict[str, str] = {
     STATUS_MISSING_ALT: "ALT is missing (.)",
     STATUS_INVALID_ALLELE: "REF or ALT has characters that are not bases",
     STATUS_IUPAC: "REF or ALT has IUPAC ambiguity codes (R, Y, ...)",
+    STATUS_N_ALLELE: "ALT has N (an unknown base)",
     STATUS_CONTIG_ABSENT: "the contig is not in the reference (also after chr/MT aliasing)",
     STATUS_OUT_OF_RANGE: "REF lies (partly) outside the contig",
     STATUS_REF_MISMATCH: "REF does not match the reference (like bcftools norm --check-ref)",
-    STATUS_WINDOW_N: "more than half of the window is N",
+    STATUS_N_AT_VARIANT: "the reference has N under REF (the variant replaces unknown bases)",
+    STATUS_N_RICH: f"more than {MAX_N_SHARE:.0%} of the REF or ALT window is N",
+    STATUS_N_INSIDE: "N between bases inside the REF or ALT window (not a run at an end of the window)",
+    STATUS_IUPAC_IN_WINDOW: "the REF or ALT window has an IUPAC code (R, Y, ...) or another non-ACGTN byte",
 }
 
+_ACGT = frozenset("ACGT")
 _BASES = frozenset("ACGTN")
 _IUPAC = frozenset("RYSWKMBDHVU")
 
@@ -100,6 +114,15 @@ class Variant:
 def variant_from_record(rec, index: int) -> Variant:
     """A :class:`Variant` from a ``pysam.VariantRecord``; never raises on odd content (an unreadable field
     becomes empty and the allele checks then mark it)."""
+    try:  # the common case in one go; field by field only when htslib refuses one
+        pos, alleles, chrom, rid = rec.pos, rec.alleles, rec.chrom, rec.id
+        if alleles:
+            alts = tuple(a for a in alleles[1:] if a is not None)
+            return Variant(index=index, chrom=str(chrom), pos=int(pos), start=to_zero_based(pos), id=rid,
+                           ref=str(alleles[0]), alts=() if alts == (".",) else alts)
+    except Exception:  # noqa: BLE001 - htslib may refuse one field of a malformed record
+        pass
+
     def field(get, default):
         try:
             value = get()
@@ -242,8 +265,8 @@ class VcfInput:
         """``(index, pysam.VariantRecord)`` in file order."""
         index = 0
         iterator = iter(vf)
-        while True:
-            with quiet_htslib():
+        with quiet_htslib():  # once, not per record: it costs a call into htslib each time
+            while True:
                 try:
                     rec = next(iterator)
                 except StopIteration:
@@ -252,8 +275,45 @@ class VcfInput:
                     where = f"record {index + 1}" if self.is_bcf else f"line {_record_line(self.path, index) or '?'}"
                     raise InputError(f"{self.name}: {where}: cannot parse the record ({_short(exc)}); "
                                      "fix or drop it (bcftools view shows htslib's complaint)") from exc
-            yield index, rec
-            index += 1
+                yield index, rec
+                index += 1
+
+    def fetch(self, vf, regions, matched: set[int] | None = None) -> Iterator[tuple[int, object]]:
+        """``(index, record)`` of the records overlapping ``regions`` (objects with ``contig``, ``start``,
+        ``end``; 0-based; contig names match through :func:`contig_key`) through the tabix/CSI index of
+        ``vf`` (``vf.index`` must be set). Regions are taken in the index's contig order, then by start,
+        so a sorted file comes out in input order; a record overlapping several regions comes once.
+        ``matched`` collects the positions (in ``regions``) of the regions that matched a record."""
+        by_key: dict[str, str] = {}
+        for name in vf.index.keys():
+            by_key.setdefault(contig_key(str(name)), str(name))
+        order = {name: i for i, name in enumerate(by_key.values())}
+        todo = sorted((order[by_key[contig_key(r.contig)]], r.start, k) for k, r in enumerate(regions)
+                      if contig_key(r.contig) in by_key)
+        index, previous_contig, done_to = 0, None, -1
+        for _, _, k in todo:
+            region = regions[k]
+            contig = by_key[contig_key(region.contig)]
+            if contig != previous_contig:
+                previous_contig, done_to = contig, -1
+            iterator = vf.fetch(contig, region.start, region.end)
+            while True:
+                with quiet_htslib():
+                    try:
+                        rec = next(iterator)
+                    except StopIteration:
+                        break
+                    except (ValueError, OSError) as exc:
+                        raise InputError(f"{self.name}: near {contig}:{region.start + 1}: cannot parse a "
+                                         f"record ({_short(exc)})") from exc
+                if matched is not None:
+                    matched.add(k)
+                # fetched before: it started before the end of a region already done (and overlaps this one)
+                if rec.start < done_to:
+                    continue
+                yield index, rec
+                index += 1
+            done_to = max(done_to, region.end if region.end is not None else sys.maxsize)
 
     def close(self) -> None:
         if self._tmpdir is not None:
@@ -283,8 +343,9 @@ def quiet_htslib():
         pysam.set_verbosity(previous)
 
 
-def read_variants(path: str | os.PathLike, regions: RegionSet | None = None) -> Iterator[Variant]:
-    """Stream :class:`Variant` records of a VCF/BCF (``-`` for stdin), optionally only those in ``regions``."""
+def read_variants(path: str | os.PathLike, regions=None) -> Iterator[Variant]:
+    """Stream :class:`Variant` records of a VCF/BCF (``-`` for stdin), optionally only those overlapping
+    ``regions`` (a :class:`evo2lite.pipelines.regions.RegionSet`)."""
     with VcfInput(path) as source:
         vf = source.open()
         try:
@@ -306,105 +367,12 @@ def header_contig_lengths(header) -> dict[str, int]:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Regions
-
-
-@dataclass(frozen=True, slots=True)
-class Region:
-    chrom: str
-    start: int
-    end: int  # 0-based half-open; sys.maxsize for "to the end of the contig"
-
-
-class RegionSet:
-    """A set of intervals queried by overlap; contig names match through :func:`contig_key`."""
-
-    def __init__(self, regions: list[Region]):
-        merged: dict[str, list[tuple[int, int]]] = {}
-        for region in sorted(regions, key=lambda r: (contig_key(r.chrom), r.start, r.end)):
-            spans = merged.setdefault(contig_key(region.chrom), [])
-            if spans and region.start <= spans[-1][1]:
-                spans[-1] = (spans[-1][0], max(spans[-1][1], region.end))
-            else:
-                spans.append((region.start, region.end))
-        self._starts = {k: [s for s, _ in v] for k, v in merged.items()}
-        self._spans = merged
-        self.regions = list(regions)
-
-    def overlaps(self, chrom: str, start: int, end: int) -> bool:
-        """Whether ``[start, end)`` overlaps a region; an empty span counts as its first base."""
-        spans = self._spans.get(contig_key(chrom))
-        if not spans:
-            return False
-        end = max(end, start + 1)
-        # Spans are merged, so only the last one starting before the query's end can overlap it.
-        i = bisect.bisect_left(self._starts[contig_key(chrom)], end) - 1
-        return i >= 0 and spans[i][1] > start
-
-    def __len__(self) -> int:
-        return len(self.regions)
-
-
-def _parse_region_string(text: str) -> Region:
-    """``chr``, ``chr:pos`` (to the contig end) or ``chr:start-end`` (1-based inclusive, as samtools)."""
-    chrom, sep, span = text.rpartition(":")
-    if not sep:
-        return Region(text, 0, sys.maxsize)
-    try:
-        if "-" in span:
-            first, last = span.split("-", 1)
-            start = to_zero_based(int(first.replace(",", "")))
-            end = int(last.replace(",", "")) if last else sys.maxsize
-        else:
-            start, end = to_zero_based(int(span.replace(",", ""))), sys.maxsize
-    except ValueError:
-        # A contig name with a colon in it (HLA-A*01:01:01:01) is a whole-contig region.
-        return Region(text, 0, sys.maxsize)
-    if not chrom or start < 0 or end <= start:
-        raise InputError(f"region {text!r}: want chr:start-end with 1 <= start <= end (1-based, inclusive)")
-    return Region(chrom, start, end)
-
-
-def _read_bed(path: Path) -> list[Region]:
-    regions = []
-    with open_binary(path) as fh:
-        for number, raw in enumerate(fh, start=1):
-            line = raw.decode("utf-8", errors="replace").strip()
-            if not line or line.startswith(("#", "track", "browser")):
-                continue
-            cols = line.split("\t") if "\t" in line else line.split()
-            try:
-                chrom, start, end = cols[0], int(cols[1]), int(cols[2])
-            except (IndexError, ValueError) as exc:
-                raise InputError(f"{path}: line {number}: a BED line needs chrom, start, end "
-                                 f"(0-based, tab-separated)") from exc
-            if start < 0 or end < start:
-                raise InputError(f"{path}: line {number}: BED start {start} / end {end} are not 0 <= start <= end")
-            regions.append(Region(chrom, start, end))
-    return regions
-
-
-def parse_regions(spec: str | os.PathLike | None) -> RegionSet | None:
-    """``--regions``: a BED file (0-based half-open) or comma-separated ``chr:start-end`` (1-based)."""
-    if spec is None or str(spec) == "":
-        return None
-    if Path(spec).is_file():
-        regions = _read_bed(Path(spec))
-    elif str(spec).lower().endswith((".bed", ".bed.gz")):
-        raise InputError(f"{spec}: no such BED file")
-    else:
-        regions = [_parse_region_string(part.strip()) for part in str(spec).split(",") if part.strip()]
-    if not regions:
-        raise InputError(f"--regions {spec}: no regions in it")
-    return RegionSet(regions)
-
-
-# ----------------------------------------------------------------------------------------------------
 # Alleles and windows
 
 
 def classify_allele(allele: str | None) -> str:
-    """The status of one allele from its text alone (``STATUS_OK`` if it is plain bases ACGTN)."""
+    """The status of one allele from its text alone: ``STATUS_OK`` if it is plain bases ACGT (any case),
+    ``STATUS_N_ALLELE`` if it also has N (a REF with N still matches the reference, see :func:`check_ref`)."""
     if allele is None or allele in ("", "."):
         return STATUS_MISSING_ALT
     if allele == "*":
@@ -414,8 +382,10 @@ def classify_allele(allele: str | None) -> str:
     if "[" in allele or "]" in allele or (len(allele) > 1 and (allele[0] == "." or allele[-1] == ".")):
         return STATUS_BREAKEND
     letters = set(allele.upper())
-    if letters <= _BASES:
+    if letters <= _ACGT:
         return STATUS_OK
+    if letters <= _BASES:
+        return STATUS_N_ALLELE
     if letters <= _BASES | _IUPAC:
         return STATUS_IUPAC
     return STATUS_INVALID_ALLELE
@@ -429,12 +399,22 @@ def check_ref(ref: str, reference_bases: str) -> bool:
     return all(a == b or a == "N" for a, b in zip(ref.upper(), reference_bases.upper()))
 
 
-def window_status(ref_window: str, max_n_fraction: float = 0.5) -> str:
-    """``STATUS_WINDOW_N`` when more than ``max_n_fraction`` of the window is N, else ``STATUS_OK``."""
-    if not ref_window:
-        return STATUS_WINDOW_N
-    n = ref_window.count("N") + ref_window.count("n")
-    return STATUS_WINDOW_N if n > max_n_fraction * len(ref_window) else STATUS_OK
+def window_status(*windows: str, max_n_share: float = MAX_N_SHARE) -> str:
+    """``STATUS_IUPAC_IN_WINDOW`` if a window (upper case) has a byte other than ACGTN; else
+    ``STATUS_N_RICH`` if more than ``max_n_share`` of a window is N (or it is empty); else
+    ``STATUS_N_INSIDE`` if an N sits between bases (only runs at the window's ends, where the window
+    reaches into a gap, are scored: benchmarks/score_vcf_n_share.py measures why); else ``STATUS_OK``."""
+    for window in windows:
+        if window.strip("ACGTN"):  # fast path: most windows are ACGT throughout
+            if not set(window) <= _BASES:
+                return STATUS_IUPAC_IN_WINDOW
+    for window in windows:
+        if not window or window.count("N") > max_n_share * len(window):
+            return STATUS_N_RICH
+    for window in windows:
+        if "N" in window.strip("N"):
+            return STATUS_N_INSIDE
+    return STATUS_OK
 
 
 @dataclass(frozen=True, slots=True)

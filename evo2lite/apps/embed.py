@@ -26,7 +26,6 @@ Legend: B batch, L length, D d_model, W windows.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,7 +36,8 @@ import numpy as np
 import torch
 
 from ..errors import Evo2LiteError, InputError
-from ..tokenizer import PAD_ID, encode
+from ..tokenizer import PAD_ID
+from .embed_reduce import Reducer, Strand
 
 __all__ = ["Embedding", "Embedder", "SeqInput", "embed", "default_layer", "layer_names", "resolve_layers",
            "DEFAULT_CHUNK_SIZE", "POOLS"]
@@ -160,74 +160,6 @@ def _as_input(item: Any, index: int) -> SeqInput:
                         "pairs, a dict name -> sequence or a Path to a FASTA file")
 
 
-# --- reducers: per-token storage and pooling ---------------------------------------------------------
-
-class _Reducer:
-    """Consumes one layer's chunks of one record, forward pass first, then (rc_average) the reverse-
-    complement pass, whose positions are mapped back onto forward coordinates."""
-
-    def __init__(self, mode: str, length: int, d_model: int, *, stride: int | None, rc: bool,
-                 out_dtype: np.dtype, device: torch.device, target=None) -> None:
-        self.mode, self.L, self.D, self.stride, self.rc = mode, length, d_model, stride, rc
-        self.out_dtype = out_dtype
-        self.scale = 0.5 if rc else 1.0  # (f + r) / 2 == f/2 + r/2 exactly in binary floating point
-        if mode == "token" or (mode == "max" and rc):
-            # the token array; for max+rc an fp32 host buffer aligning the two strands
-            dtype = out_dtype if mode == "token" else np.float32
-            self.tokens = target if target is not None else np.zeros((length, d_model), dtype=dtype)
-        elif mode == "mean":
-            self.acc = torch.zeros(d_model, dtype=torch.float32, device=device)
-        elif mode == "max":
-            self.acc = torch.full((d_model,), -math.inf, dtype=torch.float32, device=device)
-        elif mode == "last":
-            self.acc = torch.zeros(d_model, dtype=torch.float32, device=device)
-        elif mode == "stride":
-            num_windows = -(-length // stride)
-            self.acc = torch.zeros(num_windows, d_model, dtype=torch.float32, device=device)
-            counts = np.minimum(stride, length - stride * np.arange(num_windows))
-            self.counts = torch.as_tensor(counts, dtype=torch.float32, device=device)
-        else:
-            raise AssertionError(mode)
-
-    def add(self, start: int, x_lD: torch.Tensor, reverse: bool) -> None:
-        """Rows of x are positions start.. of the forward sequence, or of the reverse complement."""
-        x_lD = x_lD.float()
-        n = x_lD.shape[0]
-        if reverse:  # RC position j is forward position L-1-j
-            x_lD, start = x_lD.flip(0), self.L - start - n
-        if self.mode in ("token", "max") and hasattr(self, "tokens"):
-            values = (x_lD * self.scale).cpu().numpy()
-            if reverse:  # the forward pass already wrote these rows
-                self.tokens[start:start + n] = self.tokens[start:start + n] + values
-            else:
-                self.tokens[start:start + n] = values.astype(self.tokens.dtype, copy=False)
-        elif self.mode == "mean":
-            self.acc += x_lD.sum(0)
-        elif self.mode == "max":
-            torch.maximum(self.acc, x_lD.amax(0), out=self.acc)
-        elif self.mode == "last":
-            # each strand's own last token: forward position L-1, or RC position L-1 (= forward 0)
-            pos = 0 if reverse else self.L - 1
-            if start <= pos < start + n:
-                self.acc += x_lD[pos - start] * self.scale
-        else:  # stride
-            window = torch.arange(start, start + n, device=x_lD.device) // self.stride
-            self.acc.index_add_(0, window, x_lD)
-
-    def result(self):
-        if self.mode == "token":
-            return self.tokens
-        if self.mode == "max" and hasattr(self, "tokens"):
-            return self.tokens.max(axis=0).astype(self.out_dtype)
-        acc = self.acc
-        passes = 2 if self.rc else 1
-        if self.mode == "mean":
-            acc = acc / (self.L * passes)
-        elif self.mode == "stride":
-            acc = acc / (self.counts[:, None] * passes)
-        return acc.cpu().numpy().astype(self.out_dtype)
-
-
 # --- the engine --------------------------------------------------------------------------------------
 
 class Embedder:
@@ -249,16 +181,14 @@ class Embedder:
             pool = None
         elif pool not in POOLS:
             raise InputError(f"--pool must be one of {', '.join(POOLS)} (or none for per-token), got {pool!r}")
+        from ..options import check_options
+
+        check_options(InputError, stride=stride, chunk_size=chunk_size, batch_size=batch_size,
+                      window_overlap=window_overlap)
         if stride is not None:
             if pool is not None:
                 raise InputError("--stride gives per-window means; it cannot be combined with --pool")
-            if int(stride) < 1:
-                raise InputError(f"--stride must be a positive number of bases, got {stride}")
             stride = int(stride)
-        if int(chunk_size) < 1:
-            raise InputError(f"--chunk-size must be at least 1, got {chunk_size}")
-        if int(batch_size) < 1:
-            raise InputError(f"--batch-size must be at least 1, got {batch_size}")
         if out_dtype not in _OUT_DTYPES:
             raise InputError(f"output dtype must be one of {', '.join(_OUT_DTYPES)}, got {out_dtype!r}")
         self.pool, self.stride, self.rc_average = pool, stride, bool(rc_average)
@@ -273,6 +203,10 @@ class Embedder:
             self.window_overlap = None
         self.out_dtype = np.dtype(_OUT_DTYPES[out_dtype])
         self.mode = "token" if pool is None and stride is None else ("stride" if stride else pool)
+        # set by embed_file: a folder for per-token / per-window rows too large for memory, and an
+        # input_check.DnaCheck counting non-DNA bytes per record
+        self.spill_dir: str | None = None
+        self.dna_check = None
 
     @property
     def per_token(self) -> bool:
@@ -285,6 +219,7 @@ class Embedder:
         return {"evo2lite_version": evo2lite.__version__, "torch_version": torch.__version__,
                 "model": self.config.name or "", "model_source": str(getattr(self.model, "source", "")),
                 "config": self.config.to_dict(), "dtype": str(self.model.dtype).replace("torch.", ""),
+                "fp8": getattr(self.model, "provenance", {}).get("fp8", "off"),
                 "device": str(self.model.device), "layers": list(self.layers),
                 "pool": self.pool or "none", "stride": self.stride or 0, "rc_average": self.rc_average,
                 "mode": "window" if self.window_mode else "exact", "chunk_size": self.chunk_size,
@@ -306,15 +241,37 @@ class Embedder:
             forward_chunk(self.model, ids_BL, state, logits="none", capture=capture, num_blocks=self.num_blocks)
         return capture
 
+    def _check_kv_memory(self, rec: SeqInput, length: int) -> None:
+        """Exact mode keeps every position's keys and values: refuse up front, with what to do instead,
+        when they cannot fit in the free memory of the device (rather than die in the allocation)."""
+        from ..inference.engine import state_nbytes
+
+        cfg = self.config
+        layout = cfg.layout[:self.num_blocks]
+        if "A" not in layout:
+            return
+        kv = state_nbytes(cfg, 1, length, self.model.dtype)["kv"] * layout.count("A") // cfg.layout.count("A")
+        free = _free_memory(self.model.device)
+        if free is not None and kv > 0.8 * free:
+            raise InputError(
+                f"record {rec.name!r} ({length:,} bases) needs {kv / 2**30:,.1f} GiB of attention KV cache in "
+                f"exact mode, more than the {free / 2**30:,.1f} GiB free on {self.model.device}; use "
+                f"--window-mode (approximate, memory flat in the length) or embed a shorter region")
+
     @torch.inference_mode()
-    def _chunks(self, ids_L: torch.Tensor, progress) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-        """(start, {layer: (l, D)}) pieces covering [0, L) in order, for one long record."""
-        L = ids_L.shape[0]
+    def _chunks(self, rec: SeqInput, strand: Strand, progress) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+        """(start, {layer: (l, D)}) pieces covering [0, L) of one strand in order, for one long record.
+        Token ids are made per chunk (or per group of windows), never for the whole record."""
+        L = strand.length
+        check = self.dna_check if not strand.reverse else None
         if not self.window_mode:
+            self._check_kv_memory(rec, L)
             state = self.model.new_state(1)
             state.extra["kv_capacity"] = L  # one KV allocation per attention block, of the final size
             for start in range(0, L, self.chunk_size):
-                piece = ids_L[start:start + self.chunk_size]
+                piece = strand.ids(start, min(L, start + self.chunk_size))
+                if check is not None:
+                    check.add(piece.numpy())
                 out = self._forward(piece[None], state)
                 if progress is not None:
                     progress(piece.shape[0])
@@ -323,37 +280,35 @@ class Embedder:
         plan = window_plan(L, self.chunk_size, self.window_overlap)
         for i in range(0, len(plan), self.batch_size):
             group = plan[i:i + self.batch_size]
-            ids_BL = torch.stack([ids_L[w0:w1] for w0, w1, _, _ in group])
+            ids_BL = torch.stack([strand.ids(w0, w1) for w0, w1, _, _ in group])
+            if check is not None:
+                for row, (w0, _, k0, k1) in enumerate(group):
+                    check.add(ids_BL[row, k0 - w0:k1 - w0].numpy())
             out = self._forward(ids_BL)
             if progress is not None:
                 progress(sum(k1 - k0 for _, _, k0, k1 in group))
             for row, (w0, _, k0, k1) in enumerate(group):
                 yield k0, {name: t[row, k0 - w0:k1 - w0] for name, t in out.items()}
 
-    def _reducers(self, rec: SeqInput, index: int, length: int, target_factory) -> dict[str, _Reducer]:
+    def _reducers(self, rec: SeqInput, index: int, length: int, target_factory) -> dict[str, Reducer]:
         reducers = {}
         for name in self.layers:
             target = None
             if self.per_token and target_factory is not None:
                 target = target_factory(index, rec, name, (length, self.config.d_model), self.out_dtype)
-            reducers[name] = _Reducer(self.mode, length, self.config.d_model, stride=self.stride,
-                                      rc=self.rc_average, out_dtype=self.out_dtype, device=self.model.device,
-                                      target=target)
+            reducers[name] = Reducer(self.mode, length, self.config.d_model, stride=self.stride,
+                                     rc=self.rc_average, out_dtype=self.out_dtype, device=self.model.device,
+                                     target=target, spill_dir=self.spill_dir)
         return reducers
 
-    def _strands(self, rec: SeqInput) -> list[tuple[torch.Tensor, bool]]:
-        ids = encode(rec.seq)
-        if ids.numel() == 0:
+    def _strands(self, rec: SeqInput) -> list[Strand]:
+        if len(rec.seq) == 0:
             raise InputError(f"record {rec.name!r} is empty (0 bases); remove it from the input")
-        strands = [(ids, False)]
-        if self.rc_average:
-            from ..pipelines.windows import reverse_complement
+        return [Strand(rec.seq, False)] + ([Strand(rec.seq, True)] if self.rc_average else [])
 
-            seq = rec.seq.encode() if isinstance(rec.seq, str) else bytes(rec.seq)
-            strands.append((encode(reverse_complement(seq)), True))
-        return strands
-
-    def _finish(self, rec: SeqInput, index: int, length: int, reducers: dict[str, _Reducer]) -> Embedding:
+    def _finish(self, rec: SeqInput, index: int, length: int, reducers: dict[str, Reducer]) -> Embedding:
+        if self.dna_check is not None:
+            self.dna_check.end_record()
         return Embedding(name=rec.name, length=length, index=index,
                          arrays={name: r.result() for name, r in reducers.items()},
                          contig=rec.contig, start=int(rec.start), stride=self.stride,
@@ -363,12 +318,12 @@ class Embedder:
     def embed_one(self, rec: SeqInput, *, index: int = 0, target_factory=None, progress=None) -> Embedding:
         """Embed one record, streaming it chunk by chunk (exact) or window by window."""
         strands = self._strands(rec)
-        length = strands[0][0].shape[0]
+        length = strands[0].length
         reducers = self._reducers(rec, index, length, target_factory)
-        for ids_L, reverse in strands:
-            for start, pieces in self._chunks(ids_L, progress):
+        for strand in strands:
+            for start, pieces in self._chunks(rec, strand, progress):
                 for name, x_lD in pieces.items():
-                    reducers[name].add(start, x_lD, reverse)
+                    reducers[name].add(start, x_lD, strand.reverse)
         return self._finish(rec, index, length, reducers)
 
     @torch.inference_mode()
@@ -376,19 +331,27 @@ class Embedder:
         """Records no longer than chunk_size, in one padded forward pass per strand."""
         recs = [rec for _, rec in batch]
         strands = [self._strands(rec) for rec in recs]
-        lengths = [s[0][0].shape[0] for s in strands]
+        lengths = [s[0].length for s in strands]
         reducers = [self._reducers(rec, i, n, target_factory) for (i, rec), n in zip(batch, lengths)]
+        forward_ids = []
         for which in range(len(strands[0])):
             ids_BL = torch.full((len(recs), max(lengths)), PAD_ID, dtype=torch.long)
             for row, s in enumerate(strands):
-                ids_BL[row, :lengths[row]] = s[which][0]
+                ids_BL[row, :lengths[row]] = s[which].ids(0, lengths[row])
+            if which == 0:
+                forward_ids = [ids_BL[row, :n].numpy() for row, n in enumerate(lengths)]
             out = self._forward(ids_BL)
             for row, n in enumerate(lengths):
                 for name, t in out.items():
                     reducers[row][name].add(0, t[row, :n], which == 1)
             if progress is not None:
                 progress(sum(lengths))
-        return [self._finish(rec, i, n, r) for (i, rec), n, r in zip(batch, lengths, reducers)]
+        done = []
+        for (i, rec), n, r, ids in zip(batch, lengths, reducers, forward_ids):
+            if self.dna_check is not None:
+                self.dna_check.add(ids)
+            done.append(self._finish(rec, i, n, r))
+        return done
 
     def iter_embed(self, records: Iterable[Any], *, target_factory: Callable | None = None,
                    progress: Callable[[int], None] | None = None) -> Iterator[Embedding]:
@@ -411,6 +374,21 @@ class Embedder:
             yield self.embed_one(rec, index=index, target_factory=target_factory, progress=progress)
         if pending:
             yield from self._embed_batch(pending, target_factory, progress)
+
+
+def _free_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on `device` (MemAvailable on Linux for the CPU), or None when unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as fh:
+                for line in fh:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
 
 
 def window_plan(length: int, window: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -438,9 +416,9 @@ def _load(model, device, dtype, config=None):
         return model
     from ..checkpoint import load_model
 
-    if device is None or device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return load_model(model, config=config, device=device, dtype=dtype)
+    from ..options import resolve_device
+
+    return load_model(model, config=config, device=resolve_device(device), dtype=dtype)
 
 
 def embed(model, sequences, *, layers: str | Iterable[str] | None = None, pool: str | None = None,

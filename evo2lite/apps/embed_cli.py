@@ -9,16 +9,17 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import cli_errors
+from ..options import DeviceOpt, ReferenceOpt, RegionsFileOpt, RegionsOpt, ThreadsOpt
 
 
 @cli_errors
 def embed_command(
-    input: Annotated[str, typer.Argument(
-        help="FASTA or GenBank (plain, gzip or BGZF), '-' for stdin; with --regions, the reference FASTA "
-             "(plain or BGZF).", show_default=False)],
     output: Annotated[Path, typer.Option(
         "-o", "--output", help="Output file; the format follows the extension: .h5/.hdf5, .npz, or .parquet "
                                "(pooled vectors only).", show_default=False)],
+    input: Annotated[Optional[str], typer.Argument(
+        help="FASTA or GenBank (plain, gzip or BGZF), '-' for stdin; with regions, the reference FASTA "
+             "(plain or BGZF), or give that as -f/--reference.", show_default=False)] = None,
     layer: Annotated[Optional[list[str]], typer.Option(
         "--layer", "-l", help="Layer to embed from, repeatable or comma-separated: blocks.N (residual stream "
                               "after block N), blocks.N.mlp (MLP output), final. Evo 2 names (blocks.N.mlp.l3, "
@@ -33,9 +34,9 @@ def embed_command(
     rc_average: Annotated[bool, typer.Option(
         "--rc-average", help="Also embed the reverse complement and average it, flipped back onto forward "
                              "coordinates, with the forward strand.")] = False,
-    regions: Annotated[Optional[list[str]], typer.Option(
-        "--regions", "-r", help="Embed regions of INPUT: a BED file (0-based) or chr:start-end (1-based "
-                                "inclusive, as samtools); repeatable.", show_default=False)] = None,
+    regions: RegionsOpt = None,
+    regions_file: RegionsFileOpt = None,
+    reference: ReferenceOpt = None,
     chunk_size: Annotated[int, typer.Option(
         "--chunk-size", help="Tokens per forward step. Exact mode: any value gives the same embeddings; "
                              "bigger is faster and uses more activation memory.")] = 8192,
@@ -54,25 +55,49 @@ def embed_command(
                               "model.", show_default=False)] = None,
     config: Annotated[Optional[str], typer.Option(
         "--config", help="YAML config (or preset name) for an Evo 2 .pt checkpoint.", show_default=False)] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOpt = "auto",
     dtype: Annotated[Optional[str], typer.Option(
         "--dtype", help="float32 or bfloat16 (default: float32 on CPU, bfloat16 on CUDA).",
         show_default=False)] = None,
+    threads: ThreadsOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    context_parallel: Annotated[int, typer.Option(
+        "--context-parallel", help="Split each record across the N ranks of a torchrun job (N = "
+                                   "--nproc-per-node): exact, one pass per record, --chunk-size unused; rank 0 "
+                                   "writes.")] = 1,
 ) -> None:
     """Embeddings of every sequence from any layer: per token, pooled or per window, of any length, exactly
     (streamed chunk by chunk with the model's state; the result does not depend on --chunk-size)."""
+    from ..errors import InputError
     from ..log import note
-    from ..progress import progress_bar
+    from ..options import apply_threads, check_options, resolve_device
     from .embed_io import embed_file
 
+    check_options(InputError, chunk_size=chunk_size, batch_size=batch_size, stride=stride,
+                  window_overlap=window_overlap)
+    apply_threads(threads)
+    if reference is not None and input is not None:
+        raise InputError("give the reference once: as INPUT or as -f/--reference, not both")
+    source = reference if reference is not None else input
+    if source is None:
+        raise InputError("no input: give a FASTA (or '-' for stdin), or -f/--reference FASTA with -r/-R regions")
+    if reference is not None and not (regions or regions_file):
+        raise InputError("-f/--reference is the FASTA that -r/--regions or -R/--regions-file are read from; "
+                         "give regions, or pass a FASTA to embed whole as INPUT")
     layers = [name for item in layer for name in item.split(",") if name.strip()] if layer else None
-    with progress_bar("embedding", total=None, unit="bases") as advance:
-        summary = embed_file(input, output, model=model, config=config, regions=list(regions or ()),
-                             layers=layers, pool=pool, stride=stride, rc_average=rc_average,
-                             chunk_size=chunk_size, window_mode=window_mode, window_overlap=window_overlap,
-                             batch_size=batch_size, out_dtype=out_dtype, compression=compression, force=force,
-                             device=device, dtype=dtype, progress=advance)
+    args = dict(model=model, config=config, regions=list(regions or ()), regions_files=list(regions_file or ()),
+                layers=layers, pool=pool, stride=stride, rc_average=rc_average, chunk_size=chunk_size,
+                window_mode=window_mode, window_overlap=window_overlap, batch_size=batch_size,
+                out_dtype=out_dtype, compression=compression, force=force, device=resolve_device(device),
+                dtype=dtype, progress=True)
+    if context_parallel > 1:  # torchrun: each record split over the ranks, rank 0 writes
+        from ..parallel.inference import embed_file_context_parallel
+
+        summary = embed_file_context_parallel(context_parallel, source, output, **args)
+        if summary is None:
+            return
+    else:
+        summary = embed_file(source, output, **args)
     rate = summary["bases"] * (2 if rc_average else 1) / max(summary["seconds"], 1e-9)
     note(f"embedded {summary['records']} record(s), {summary['bases']:,} bases, layer(s) "
          f"{', '.join(summary['layers'])} in {summary['seconds']:.1f} s ({rate:,.0f} bases/s) -> {output}")

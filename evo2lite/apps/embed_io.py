@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -27,14 +25,14 @@ import numpy as np
 
 from ..errors import InputError
 from .embed import Embedding, SeqInput
+from .embed_reduce import DiskRows
 
-__all__ = ["OUTPUT_FORMATS", "embed_file", "output_format", "parse_region", "read_bed", "read_inputs", "open_writer",
-           "safe_name"]
+__all__ = ["OUTPUT_FORMATS", "ReferenceSlice", "embed_file", "output_format", "plan_regions", "read_inputs",
+           "open_writer", "safe_name"]
 
 OUTPUT_FORMATS = {".h5": "hdf5", ".hdf5": "hdf5", ".npz": "npz", ".parquet": "parquet", ".pq": "parquet"}
 COMPRESSIONS = ("gzip", "lzf", "none")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
-_REGION = re.compile(r"^(?P<contig>.+?):(?P<start>[\d,]+)(?:-(?P<end>[\d,]+))?$")
 
 
 def output_format(path: str | os.PathLike) -> str:
@@ -53,116 +51,105 @@ def safe_name(name: str) -> str:
 
 # --- inputs ------------------------------------------------------------------------------------------
 
-def parse_region(text: str, contigs: dict[str, int], resolve=None) -> tuple[str, int, int, str]:
-    """(contig, start, end, label) from `chr:start-end` (1-based inclusive), `chr:start` (to the end of
-    the contig) or a bare contig name; start/end are returned 0-based half-open. Raises InputError when
-    the region is malformed, names an unknown contig or lies outside it."""
-    text = text.strip()
-    if resolve is None:
-        def resolve(c):
-            if c not in contigs:
-                raise InputError(f"contig {c!r} is not in the reference")
-            return c
-    if text in contigs:
-        return text, 0, contigs[text], text
-    match = _REGION.match(text)
-    if match is None:
-        contig = resolve(text)  # a bare contig name, maybe an alias (chr20 vs 20)
-        return contig, 0, contigs[contig], text
-    contig = resolve(match["contig"])
-    length = contigs[contig]
-    start1 = int(match["start"].replace(",", ""))
-    end1 = int(match["end"].replace(",", "")) if match["end"] else length
-    if start1 < 1 or end1 < start1:
-        raise InputError(f"region {text!r}: positions are 1-based inclusive and need 1 <= start <= end")
-    if end1 > length:
-        raise InputError(f"region {text!r} is outside contig {contig} (length {length:,})")
-    return contig, start1 - 1, end1, f"{contig}:{start1}-{end1}"
+class ReferenceSlice:
+    """[start, end) of a reference contig, read lazily: len() and slicing (bytes), so a whole chromosome is
+    fetched chunk by chunk as it is embedded, never whole."""
+
+    def __init__(self, reference, contig: str, start: int, end: int) -> None:
+        self.reference, self.contig, self.start, self.end = reference, contig, start, end
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def __getitem__(self, key) -> bytes:
+        a, b, _ = key.indices(len(self))
+        if b <= a:
+            return b""
+        return self.reference.fetch(self.contig, self.start + a, self.start + b).encode("ascii", "replace")
 
 
-def read_bed(path: str | os.PathLike) -> Iterator[tuple[str, int, int, str | None]]:
-    """(contig, start, end, name or None) of each BED line (0-based half-open); header, `track`,
-    `browser` and `#` lines are skipped."""
-    from ..pipelines.fasta import open_binary
+def plan_regions(reference, regions=(), regions_files=()) -> list[tuple[str, int, int, str]]:
+    """(contig, start, end, label) of every requested interval, validated against the reference before
+    anything runs. `regions`: region strings (samtools syntax, 1-based inclusive) or Region objects;
+    `regions_files`: BED files (0-based). Labels: the BED name, the contig for a whole contig, else
+    contig:start-end (1-based inclusive)."""
+    from ..pipelines.regions import Region, parse_region, read_bed, resolve_regions
 
-    with open_binary(path) as fh:
-        for number, raw in enumerate(fh, 1):
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            fields = line.split("\t") if "\t" in line else line.split()
-            try:
-                contig, start, end = fields[0], int(fields[1]), int(fields[2])
-            except (IndexError, ValueError):
-                raise InputError(f"{path}:{number}: not a BED line (need contig, start, end): {line[:60]!r}") from None
-            if not 0 <= start <= end:
-                raise InputError(f"{path}:{number}: BED interval {contig}:{start}-{end} needs 0 <= start <= end")
-            name = fields[3] if len(fields) > 3 and fields[3] not in ("", ".") else None
-            yield contig, start, end, name
-
-
-def _spool_stdin() -> Path:
-    tmp = tempfile.NamedTemporaryFile(prefix="evo2lite-stdin-", suffix=".fa", delete=False)
-    with tmp:
-        shutil.copyfileobj(sys.stdin.buffer, tmp, length=1 << 20)
-    return Path(tmp.name)
-
-
-def plan_regions(reference, regions: list[str]) -> list[tuple[str, int, int, str]]:
-    """Every requested interval, validated against the reference before anything runs: each item of
-    `regions` is a BED file or a region string."""
-    intervals = []
+    wanted: list[tuple[Region, str | None]] = []
     for item in regions:
-        if Path(item).is_file():
-            for contig, start, end, name in read_bed(item):
-                resolved = reference.resolve(contig)
-                length = reference.contigs[resolved]
-                if end > length:
-                    raise InputError(f"{item}: BED interval {contig}:{start}-{end} is outside contig {resolved} "
-                                     f"(length {length:,})")
-                intervals.append((resolved, start, end, name or f"{contig}:{start + 1}-{end}"))
-        else:
-            intervals.append(parse_region(item, reference.contigs, reference.resolve))
-    return intervals
+        if isinstance(item, Region):
+            wanted.append((item, item.name if item.name != item.contig else None))
+            continue
+        if Path(str(item)).is_file() and str(item).lower().endswith((".bed", ".bed.gz", ".bed.bgz")):
+            raise InputError(f"{item} is a BED file: pass it with -R/--regions-file (-r takes region strings)")
+        wanted.append((parse_region(str(item)), None))
+    for path in regions_files:
+        bed = read_bed(path)
+        if not bed:
+            raise InputError(f"{path}: the BED file has no intervals")
+        wanted += [(region, region.name) for region in bed]
+    resolved = resolve_regions([r for r, _ in wanted], reference.contigs, reference.resolve)
+    out = []
+    for (asked, name), region in zip(wanted, resolved):
+        whole = asked.start == 0 and asked.end is None and ":" not in (asked.name or "")
+        label = name or (region.contig if whole else f"{region.contig}:{region.start + 1}-{region.end}")
+        out.append((region.contig, region.start, region.end, label))
+    return out
 
 
-def read_inputs(input: str | os.PathLike, regions: list[str] | tuple[str, ...] = ()
-                ) -> tuple[Iterator[SeqInput], int | None]:
-    """(records, total bases or None) from a FASTA/GenBank path or '-' (stdin), or from `regions` of a
-    reference FASTA (plain or BGZF). Regions are all checked before this returns."""
-    if regions:
+def count_bases(path: str | os.PathLike) -> int | None:
+    """Bases in a FASTA file (from its .fai when present, else one pass over it), for a progress total;
+    None for GenBank."""
+    from ..pipelines.fasta import detect_format, open_binary
+
+    fai = Path(str(path) + ".fai")
+    if fai.is_file():
+        try:
+            return sum(int(line.split("\t")[1]) for line in fai.read_text().splitlines() if line.strip())
+        except (IndexError, ValueError):
+            pass
+    if detect_format(path) != "fasta":
+        return None
+    total = 0
+    with open_binary(path) as fh:
+        for line in fh:
+            if not line.startswith((b">", b";")):
+                total += len(line.strip())
+    return total
+
+
+def read_inputs(input: str | os.PathLike, regions=(), regions_files=()) -> tuple[Iterator[SeqInput], int | None]:
+    """(records, total bases or None) from a FASTA/GenBank path, or from `regions` / `regions_files` of a
+    reference FASTA (plain or BGZF; records are lazy slices of it). Regions are all checked before this
+    returns. For '-' (stdin), spool it first (evo2lite.io.input_path)."""
+    if regions or regions_files:
         if str(input) == "-":
-            raise InputError("--regions needs the reference FASTA as a file (plain or BGZF), not stdin")
+            raise InputError("regions need the reference FASTA as a file (plain or BGZF), not stdin")
         from ..pipelines.fasta import ReferenceGenome
 
         reference = ReferenceGenome(input)
-        intervals = plan_regions(reference, list(regions))
+        try:
+            intervals = plan_regions(reference, list(regions), list(regions_files))
+        except BaseException:
+            reference.close()
+            raise
 
         def fetch() -> Iterator[SeqInput]:
             with reference:
                 for contig, start, end, label in intervals:
-                    yield SeqInput(label, reference.fetch(contig, start, end), contig=contig, start=start)
+                    yield SeqInput(label, ReferenceSlice(reference, contig, start, end), contig=contig, start=start)
 
         return fetch(), sum(end - start for _, start, end, _ in intervals)
-    from ..pipelines.fasta import read_sequences
+    from ..pipelines.fasta import detect_format, read_sequences
 
-    spooled = _spool_stdin() if str(input) == "-" else None
-    path = spooled or Path(input)
+    path = Path(input)
+    detect_format(path)  # a missing or non-sequence file fails now, before the model loads
 
     def stream() -> Iterator[SeqInput]:
-        try:
-            for rec in read_sequences(path):
-                yield SeqInput(rec.name, rec.seq, contig=rec.name, description=rec.description)
-        finally:
-            if spooled is not None:
-                spooled.unlink(missing_ok=True)
+        for rec in read_sequences(path):
+            yield SeqInput(rec.name, rec.seq, contig=rec.name, description=rec.description)
 
-    records = stream()
-    if spooled is None:
-        from ..pipelines.fasta import detect_format
-
-        detect_format(path)  # a missing or non-sequence file fails now, before the model loads
-    return records, None
+    return stream(), None
 
 
 # --- outputs -----------------------------------------------------------------------------------------
@@ -243,6 +230,12 @@ class HDF5Writer(_Writer):
         for layer, array in emb.arrays.items():
             if layer in group:  # written in place by target_factory
                 dataset = group[layer]
+            elif isinstance(array, DiskRows):  # spilled rows: copied in blocks
+                dataset = group.create_dataset(layer, shape=array.shape, dtype=array.dtype,
+                                               **self._filters(array.shape, array.dtype.itemsize))
+                for a, rows in array.blocks():
+                    dataset[a:a + rows.shape[0]] = rows
+                array.close()
             else:
                 array = np.asarray(array)
                 dataset = group.create_dataset(layer, data=array, **self._filters(array.shape, array.itemsize))
@@ -262,9 +255,18 @@ class NpzWriter(_Writer):
         method = zipfile.ZIP_STORED if compression == "none" else zipfile.ZIP_DEFLATED
         self.zip = zipfile.ZipFile(path, "w", compression=method, allowZip64=True)
 
-    def _put(self, member: str, array: np.ndarray) -> None:
+    def _put(self, member: str, array) -> None:
         with self.zip.open(member + ".npy", "w", force_zip64=True) as fh:
-            np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
+            if not isinstance(array, DiskRows):
+                np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
+                return
+            # spilled rows: the .npy header, then the rows in blocks (never the whole array in memory)
+            header = {"descr": np.lib.format.dtype_to_descr(array.dtype), "fortran_order": False,
+                      "shape": array.shape}
+            np.lib.format.write_array_header_2_0(fh, header)
+            for _, rows in array.blocks():
+                fh.write(np.ascontiguousarray(rows).tobytes())
+            array.close()
 
     def write(self, emb: Embedding) -> None:
         safe = self.name_for(emb.index, emb.name)
@@ -282,6 +284,8 @@ class NpzWriter(_Writer):
 
 class ParquetWriter(_Writer):
     """One row per pooled record (or per window); rows are flushed in batches."""
+
+    FLUSH_ROWS = 4096
 
     def __init__(self, path: Path, metadata: dict, compression: str, d_model: int) -> None:
         super().__init__(path, metadata, compression)
@@ -303,27 +307,34 @@ class ParquetWriter(_Writer):
         self.buffered = 0
 
     def write(self, emb: Embedding) -> None:
-        arrays = {layer: np.asarray(a) for layer, a in emb.arrays.items()}
+        arrays = emb.arrays
         first = next(iter(arrays.values()))
         n = first.shape[0] if emb.stride else 1
-        for i in range(n):
-            self.rows["id"].append(emb.name)
-            self.rows["contig"].append(emb.contig or emb.name)
-            if emb.stride:
-                w0 = i * emb.stride
-                w1 = min(w0 + emb.stride, emb.length)
-                self.rows["window"].append(i)
-                self.rows["window_start"].append(emb.start + w0)
-                self.rows["window_end"].append(emb.start + w1)
-            self.rows["start"].append(emb.start)
-            self.rows["end"].append(emb.end)
-            self.rows["length"].append(emb.length)
-        for layer, array in arrays.items():
-            self.rows[layer].extend(array.reshape(n, -1))
+        step = self.FLUSH_ROWS
+        for i0 in range(0, n, step):  # per-window rows (maybe spilled to disk) a block at a time
+            i1 = min(n, i0 + step)
+            for i in range(i0, i1):
+                self.rows["id"].append(emb.name)
+                self.rows["contig"].append(emb.contig or emb.name)
+                if emb.stride:
+                    w0 = i * emb.stride
+                    w1 = min(w0 + emb.stride, emb.length)
+                    self.rows["window"].append(i)
+                    self.rows["window_start"].append(emb.start + w0)
+                    self.rows["window_end"].append(emb.start + w1)
+                self.rows["start"].append(emb.start)
+                self.rows["end"].append(emb.end)
+                self.rows["length"].append(emb.length)
+            for layer, array in arrays.items():
+                block = array[i0:i1] if emb.stride else np.asarray(array)
+                self.rows[layer].extend(np.asarray(block).reshape(i1 - i0, -1))
+            self.buffered += i1 - i0
+            if self.buffered >= self.FLUSH_ROWS:
+                self._flush()
+        for array in arrays.values():
+            if isinstance(array, DiskRows):
+                array.close()
         self.records.append(_record_meta(emb, emb.name, len(self.records)))
-        self.buffered += n
-        if self.buffered >= 4096:
-            self._flush()
 
     def _flush(self) -> None:
         if not self.buffered:
@@ -360,46 +371,65 @@ def open_writer(path: Path, fmt: str, metadata: dict, *, per_token: bool, compre
 # --- the file API (what the CLI calls) ---------------------------------------------------------------
 
 def embed_file(input: str | os.PathLike, output: str | os.PathLike, *, model=None, config=None,
-               regions: list[str] | tuple[str, ...] = (), layers=None, pool: str | None = None,
+               regions=(), regions_files=(), layers=None, pool: str | None = None,
                stride: int | None = None, rc_average: bool = False, chunk_size: int | None = None,
                window_mode: bool = False, window_overlap: int | None = None, batch_size: int = 1,
                out_dtype: str = "float32", compression: str = "gzip", force: bool = False,
                device: str | None = None, dtype: str | None = None, progress=None) -> dict:
-    """Embed every record of `input` (FASTA/GenBank path or '-'), or `regions` of it as a reference, into
-    `output` (.h5/.hdf5, .npz, .parquet by extension), atomically. `model` is a loaded StripedHyena2 or a
-    spec for load_model (with `config` for an Evo 2 .pt). Returns a summary dict (records, bases, layers,
-    output, seconds)."""
+    """Embed every record of `input` (FASTA/GenBank path or '-' for stdin), or `regions` (strings or
+    Regions) / `regions_files` (BED) of it as a reference, into `output` (.h5/.hdf5, .npz, .parquet by
+    extension), atomically, in memory bounded by the chunk (module docstring of embed_reduce). `model` is
+    a loaded StripedHyena2 or a spec for load_model (with `config` for an Evo 2 .pt). `progress`: a
+    callable given the bases just done, or True for a bar on stderr with a total and an ETA. Returns a
+    summary dict (records, bases, layers, output, seconds); warns once about records that are not DNA."""
+    import contextlib
     import time
 
-    from ..io import atomic_path, check_overwrite
+    from ..io import atomic_path, check_output, input_path
+    from ..progress import progress_bar, progress_shown
     from .embed import DEFAULT_CHUNK_SIZE, Embedder, _load
+    from .input_check import DnaCheck
 
     output = Path(output)
     fmt = output_format(output)
-    check_overwrite(output, force)
+    check_output(output, force)
     if fmt == "parquet" and pool in (None, "none", "token") and stride is None:
         open_writer(output, fmt, {}, per_token=True, compression=compression, d_model=0)  # raises
     if compression not in COMPRESSIONS:
         raise InputError(f"--compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
-    records, _ = read_inputs(input, regions)
-    net = _load(model, device, dtype, config)
-    embedder = Embedder(net, layers, pool=pool, stride=stride, rc_average=rc_average,
-                        chunk_size=DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size, window_mode=window_mode,
-                        window_overlap=window_overlap, batch_size=batch_size, out_dtype=out_dtype)
-    count = bases = 0
-    began = time.perf_counter()
-    with atomic_path(output) as tmp:
-        writer = open_writer(tmp, fmt, embedder.metadata(), per_token=embedder.per_token,
-                             compression=compression, d_model=net.config.d_model)
-        try:
-            for emb in embedder.iter_embed(records, target_factory=writer.target_factory, progress=progress):
-                writer.write(emb)
-                count += 1
-                bases += emb.length
-        finally:
-            writer.close()
-        if count == 0:
-            raise InputError(f"{input}: no sequence records found")
+    with contextlib.ExitStack() as stack:
+        use_regions = bool(regions or regions_files)
+        path = input if use_regions else stack.enter_context(input_path(input))
+        records, total = read_inputs(path, regions, regions_files)
+        net = _load(model, device, dtype, config)
+        embedder = Embedder(net, layers, pool=pool, stride=stride, rc_average=rc_average,
+                            chunk_size=DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size,
+                            window_mode=window_mode, window_overlap=window_overlap, batch_size=batch_size,
+                            out_dtype=out_dtype)
+        embedder.dna_check = check = DnaCheck()
+        embedder.spill_dir = stack.enter_context(tempfile.TemporaryDirectory(
+            prefix=".evo2lite-spill-", dir=output.parent))
+        advance = progress
+        if progress is True:
+            if total is None and progress_shown():
+                total = count_bases(path)
+            strands = 2 if rc_average else 1
+            advance = stack.enter_context(progress_bar("embedding", total=total and total * strands,
+                                                       unit="bases"))
+        count = bases = 0
+        began = time.perf_counter()
+        with atomic_path(output) as tmp:
+            writer = open_writer(tmp, fmt, embedder.metadata(), per_token=embedder.per_token,
+                                 compression=compression, d_model=net.config.d_model)
+            try:
+                for emb in embedder.iter_embed(records, target_factory=writer.target_factory, progress=advance):
+                    writer.write(emb)
+                    count += 1
+                    bases += emb.length
+            finally:
+                writer.close()
+            if count == 0:
+                raise InputError(f"{input}: no sequence records found")
+    check.report()
     return {"records": count, "bases": bases, "layers": embedder.layers, "output": str(output),
-            "seconds": time.perf_counter() - began}
-
+            "seconds": time.perf_counter() - began, "not_dna": check.flagged}

@@ -110,12 +110,10 @@ def generate(prompts: str | Sequence[str] | Sequence[tuple[str, str]], n_tokens:
     """
     params = SamplingParams(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
                             acgt_only=bool(acgt_only))
-    if int(n_tokens) != n_tokens or n_tokens < 1:
-        raise GenerationError(f"-n (new tokens per sample) must be a positive integer, got {n_tokens}")
-    if num_samples < 1:
-        raise GenerationError(f"--num-samples must be at least 1, got {num_samples}")
-    if batch_size < 1:
-        raise GenerationError(f"--batch-size must be at least 1, got {batch_size}")
+    from ..options import check_options
+
+    check_options(GenerationError, num_tokens=n_tokens, num_samples=num_samples, batch_size=batch_size,
+                  seed=seed, chunk_len=chunk_len)
     records = _normalise_prompts(prompts)
     ids = []
     for name, seq in records:

@@ -5,12 +5,12 @@ writes FASTA. Heavy modules are imported inside the command so `evo2lite --help`
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ..errors import Evo2LiteError, cli_errors
+from ..options import DeviceOpt, ThreadsOpt
 
 
 @cli_errors
@@ -18,8 +18,9 @@ def generate_command(
     num_tokens: Annotated[int, typer.Option("-n", "--num-tokens", help="New bases to generate per sample.")],
     prompt: Annotated[Optional[str], typer.Option(
         "--prompt", "-p", help="The prompt: bases and/or tags such as '|d__Bacteria;p__Pseudomonadota|'.")] = None,
-    prompts: Annotated[Optional[Path], typer.Option(
-        "--prompts", help="FASTA of prompts (plain or compressed); each record is one prompt.")] = None,
+    prompts: Annotated[Optional[str], typer.Option(
+        "--prompts", help="FASTA of prompts (plain or compressed), '-' for stdin; each record is one "
+                          "prompt.")] = None,
     output: Annotated[str, typer.Option("-o", "--output", help="Output FASTA, or - for stdout (streamed as "
                                         "tokens are produced).")] = "-",
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="Softmax temperature; 0 = greedy.")] = 1.0,
@@ -39,22 +40,24 @@ def generate_command(
                               "model.")] = None,
     config: Annotated[Optional[str], typer.Option(
         "--config", help="YAML config (or preset name) for an Evo 2 .pt checkpoint.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOpt = "auto",
     dtype: Annotated[Optional[str], typer.Option(
         "--dtype", help="float32 or bfloat16 (default: float32 on CPU, bfloat16 on CUDA).")] = None,
+    threads: ThreadsOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
 ) -> None:
     """Generate DNA from a prompt with cached sampling (temperature / top-k / top-p / seed); FASTA out,
     sampling settings in each header line."""
     if (prompt is None) == (prompts is None):
         raise Evo2LiteError("give exactly one of --prompt SEQ or --prompts FASTA")
-    if num_tokens <= 0:
-        raise Evo2LiteError(f"-n (new bases per sample) must be a positive integer, got {num_tokens}")
-    from ..inference import SamplingParams
+    from ..inference import GenerationError, SamplingParams
+    from ..options import apply_threads, check_options, resolve_device
 
+    check_options(GenerationError, num_tokens=num_tokens, num_samples=num_samples, batch_size=batch_size,
+                  seed=seed)
     params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, acgt_only=acgt_only)
-    if num_samples < 1:
-        raise Evo2LiteError(f"--num-samples must be at least 1, got {num_samples}")
+    apply_threads(threads)
+    device = resolve_device(device)
     if prompt is not None and not prompt:
         raise Evo2LiteError("--prompt is empty; give at least one base or tag")
     if output != "-":
@@ -66,11 +69,13 @@ def generate_command(
     from ..progress import progress_bar
     from .generate import FastaSink, fasta_header, generate, read_prompts
 
-    records = [("prompt", prompt)] if prompt is not None else read_prompts(prompts)
-    if device == "auto":
-        import torch
+    if prompt is not None:
+        records = [("prompt", prompt)]
+    else:
+        from ..io import input_path
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        with input_path(prompts) as path:
+            records = read_prompts(path)
     net = load_model(model, config=config, device=device, dtype=dtype)
     model_name = net.config.name or str(model or "default")
 

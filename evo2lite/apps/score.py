@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import Evo2LiteError
+from ..inference.engine import DEFAULT_CHUNK_LEN, forward_chunk
 from ..log import warn
 from ..tokenizer import PAD_ID, encode
 
@@ -38,6 +38,29 @@ def token_logprobs(logits_BLV: torch.Tensor, ids_BL: torch.Tensor) -> torch.Tens
     """log P(ids[:, t+1] | ids[:, :t+1]) for t < L-1: (B, L-1), fp32."""
     logp = torch.log_softmax(logits_BLV[:, :-1].float(), dim=-1)
     return logp.gather(-1, ids_BL[:, 1:, None].to(logp.device)).squeeze(-1)
+
+
+@torch.inference_mode()
+def chunked_token_logprobs(model, ids_BL: torch.Tensor, state=None, *,
+                           chunk_len: int = DEFAULT_CHUNK_LEN) -> torch.Tensor:
+    """token_logprobs(model(ids_BL, state), ids_BL), streamed through the engine `chunk_len` positions at a
+    time: activations and logits never exceed a chunk, whatever L (the recurrent state and the KV cache
+    carry the sequence exactly). `state` continues an earlier prefix; a fresh one otherwise."""
+    B, L = ids_BL.shape
+    state = model.new_state(B) if state is None else state
+    # one KV allocation for the whole window, no regrowth
+    state.extra["kv_capacity"] = max(state.extra.get("kv_capacity") or 0, state.position + L)
+    ids_BL = ids_BL.to(model.device)
+    out_BL = torch.empty(B, max(L - 1, 0), dtype=torch.float32, device=model.device)
+    for a in range(0, L, chunk_len):
+        b = min(L, a + chunk_len)
+        logits_BCV = forward_chunk(model, ids_BL[:, a:b], state, logits="all")
+        # position t predicts t+1: a chunk's last position scores the next chunk's first token
+        n = min(b, L - 1) - a
+        if n > 0:
+            logp_BCV = torch.log_softmax(logits_BCV[:, :n].float(), dim=-1)
+            out_BL[:, a:a + n] = logp_BCV.gather(-1, ids_BL[:, a + 1:a + 1 + n, None]).squeeze(-1)
+    return out_BL
 
 
 def sliding_windows(length: int, context: int) -> list[tuple[int, int, int]]:
@@ -58,14 +81,18 @@ def sliding_windows(length: int, context: int) -> list[tuple[int, int, int]]:
 
 @torch.inference_mode()
 def score_sequences(model, sequences, *, batch_size: int = 8, context: int | None = None,
-                    progress=None) -> list[SequenceScore]:
-    """Score (name, sequence) records (sequence: str or bytes). `context` defaults to the model's trained
-    context. Records shorter than 2 bases get NaN and a warning."""
-    context = int(context or model.config.context_len)
-    if context < 2:
-        raise Evo2LiteError(f"--context must be at least 2, got {context}")
-    if batch_size < 1:
-        raise Evo2LiteError(f"--batch-size must be at least 1, got {batch_size}")
+                    progress=None, chunk_len: int = DEFAULT_CHUNK_LEN) -> list[SequenceScore]:
+    """Score (name, sequence) records (sequence: str or bytes). `context` defaults to min(the model's
+    trained context, 8192) (evo2lite.loading.scoring_window); each window streams through the inference
+    engine in chunks of `chunk_len`. Records shorter than 2 bases get NaN and a warning."""
+    from ..options import check_options
+
+    from ..loading import scoring_window
+
+    check_options(batch_size=batch_size, context=context)
+    context = scoring_window(model, context, "--context")
+    if getattr(model, "_context_parallel", None) is not None:
+        chunk_len = max(chunk_len, context)  # context parallelism splits a window across ranks in one pass
     records = [(name, encode(seq)) for name, seq in sequences]
     per_position = [np.full(len(ids), np.nan) for _, ids in records]
     jobs = [(r, start, end, first) for r, (_, ids) in enumerate(records)
@@ -77,7 +104,7 @@ def score_sequences(model, sequences, *, batch_size: int = 8, context: int | Non
         ids_BL = torch.full((len(batch), width), PAD_ID, dtype=torch.long)
         for row, (r, start, end, _) in enumerate(batch):
             ids_BL[row, : end - start] = records[r][1][start:end]
-        logp = token_logprobs(model(ids_BL.to(model.device)), ids_BL).double().cpu().numpy()
+        logp = chunked_token_logprobs(model, ids_BL, chunk_len=chunk_len).double().cpu().numpy()
         for row, (r, start, end, first) in enumerate(batch):
             # logp[row, t] scores absolute position start + t + 1
             per_position[r][first:end] = logp[row, first - start - 1: end - start - 1]

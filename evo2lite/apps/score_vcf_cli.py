@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import cli_errors
+from ..options import DeviceOpt, RegionsFileOpt, RegionsOpt, ThreadsOpt
 
 __all__ = ["score_vcf_command"]
 
@@ -19,26 +20,34 @@ __all__ = ["score_vcf_command"]
 @cli_errors
 def score_vcf_command(
     vcf: Annotated[str, typer.Argument(help="VCF, VCF.gz (BGZF or gzip), BCF, or - for stdin.")],
-    reference: Annotated[Path, typer.Option("--reference", "-r", help="Reference FASTA (plain or BGZF); "
+    reference: Annotated[Path, typer.Option("--reference", "-f", help="Reference FASTA (plain or BGZF); "
                                             "a .fai is built if missing.")],
-    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Annotated VCF: .vcf, .vcf.gz (bgzip + "
-                                               "tabix index) or - for stdout.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Annotated VCF: .vcf, .vcf.gz (bgzip "
+                                                  "+ tabix index) or - for stdout.")] = None,
     table: Annotated[Optional[Path], typer.Option("--table", help="Also a table, one row per ALT "
-                                                  "(chrom pos id ref alt score status): .tsv or .parquet.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model directory, Evo 2 checkpoint or "
-                                                 "hf:REPO; default the shipped model.")] = None,
+                                                  "(chrom pos id ref alt score status) with the run's "
+                                                  "provenance: .tsv[.gz] or .parquet.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model directory, Evo 2 checkpoint (with "
+                                                 "--config), hf:REPO or an Evo 2 name (evo2_7b, ...); default "
+                                                 "the shipped model.")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", help="YAML config (or preset name) for an Evo 2 "
+                                                  ".pt checkpoint.")] = None,
+    fp8: Annotated[str, typer.Option("--fp8", help="Hyena input projections: auto, off, scaled_mm, mmaemu or "
+                                     "emulate (docs/checkpoints.md).")] = "auto",
+    allow_inexact: Annotated[bool, typer.Option("--allow-inexact", help="Run a 1B/20B/40B model where its FP8 "
+                                                "projections cannot be computed exactly (emulated).")] = False,
     window: Annotated[Optional[int], typer.Option(help="Window in bases (>= 16), centred on the variant; "
-                                                  "default the model's trained context.")] = None,
+                                                  "default min(trained context, 8192).")] = None,
     reduce: Annotated[str, typer.Option(help="sum or mean of the window's next-token log-probs.")] = "sum",
     strand: Annotated[str, typer.Option(help="forward, or both (mean of forward and reverse "
                                         "complement).")] = "forward",
-    regions: Annotated[Optional[str], typer.Option(help="Only these regions: a BED file or "
-                                                   "chr:start-end[,...] (1-based).")] = None,
+    regions: RegionsOpt = None,
+    regions_file: RegionsFileOpt = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 16,
-    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOpt = "auto",
     dtype: Annotated[Optional[str], typer.Option(help="float32 or bfloat16; default float32 on CPU, "
                                                  "bfloat16 on GPU.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch.")] = None,
+    threads: ThreadsOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint next to the "
                                          "output (or start if there is none).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite outputs; discard a checkpoint.")] = False,
@@ -48,9 +57,11 @@ def score_vcf_command(
     import os
 
     from ..errors import Evo2LiteError
+    from ..options import check_options
     from .score_vcf import score_variants
 
-    if out is None and table is None:
+    check_options(batch_size=batch_size, threads=threads)
+    if output is None and table is None:
         raise Evo2LiteError("nothing to write: give -o OUT.vcf.gz and/or --table OUT.tsv")
     # Under torchrun each rank takes its own GPU.
     if device in ("cuda", "auto") and "LOCAL_RANK" in os.environ:
@@ -58,9 +69,11 @@ def score_vcf_command(
 
         if torch.cuda.is_available():
             device = f"cuda:{os.environ['LOCAL_RANK']}"
-    result = score_variants(vcf, reference, model=model, window=window, reduce=reduce, strand=strand,
-                            batch_size=batch_size, device=device, dtype=dtype, threads=threads, out=out,
-                            table=table, resume=resume, force=force, regions=regions, progress=progress)
+    result = score_variants(vcf, reference, model=model, config=config, fp8=fp8, allow_inexact=allow_inexact,
+                            window=window, reduce=reduce, strand=strand,
+                            batch_size=batch_size, device=device, dtype=dtype, threads=threads, out=output,
+                            table=table, resume=resume, force=force, regions=regions, regions_file=regions_file,
+                            progress=progress)
     if result.status_counts:
         from ..log import note
 

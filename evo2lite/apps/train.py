@@ -7,6 +7,8 @@ What one optimizer step does (the same on 1 process and under torchrun + DDP):
   * the loss is the weighted next-token cross entropy summed over the whole global batch and divided by
     its total weight (an all-reduced scalar), so the gradient equals one process's with the same batch;
   * clip the global gradient norm, AdamW (decay groups in evo2lite/train_params.py), warm-up + cosine.
+With context parallelism (`context_parallel=C`, evo2lite/parallel/) the C ranks of a group draw the same
+windows and each runs its zigzag shard of them; the data-parallel world is then world_size / C.
 Hyena filters train in the parametrizations of spec §9 (train_params.make_trainable) and are exported
 to the inference form (MR h with the decay folded in, LR log_poles/residues) in every checkpoint.
 
@@ -166,61 +168,6 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-# --- distributed -------------------------------------------------------------------------------------
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def all_sum(self, value: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(value)
-        return value
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def broadcast_int(self, value: int, device: torch.device) -> int:
-        if self.world == 1:
-            return value
-        import torch.distributed as dist
-
-        t = torch.tensor([value], dtype=torch.long, device=device)
-        dist.broadcast(t, 0)
-        return int(t.item())
-
-
-def _init_distributed(device: str | None) -> tuple[_Dist, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    d = _Dist(rank=int(os.environ.get("RANK", "0")), world=world,
-              local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise Evo2LiteError("device cuda was asked for but no CUDA GPU is available; use --device cpu")
-        dev = torch.device("cuda", d.local_rank if world > 1 else (dev.index or 0))
-        torch.cuda.set_device(dev)
-    if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return d, dev
-
-
 # --- model, optimizer, checkpoints -------------------------------------------------------------------
 
 def _build_model(cfg: TrainConfig, resume_dir: Path | None) -> StripedHyena2:
@@ -242,7 +189,13 @@ def _build_model(cfg: TrainConfig, resume_dir: Path | None) -> StripedHyena2:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG's state as tensors and plain Python values, so trainer.pt loads with weights_only=True."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, mt, gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64), "gauss": gauss}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -250,8 +203,10 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    npy, py = state["numpy"], state["python"]
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -309,13 +264,30 @@ def _progress(total: int, start: int):
                     TimeRemainingColumn(), console=Console(stderr=True))
 
 
-def train(cfg: TrainConfig, *, resume: str | Path | None = None, device: str | None = None) -> dict:
+def _context_parallel(model: StripedHyena2, cfg: TrainConfig, dist_info):
+    """Apply context parallelism to the model when the job has a context-parallel axis; returns the map
+    from a full window (B, L) to this rank's zigzag shard (the identity without one)."""
+    if dist_info.cp == 1:
+        return lambda t: t
+    from evo2lite.parallel import apply_context_parallel, chunk_len, shard_sequence
+
+    c = model.config
+    chunk_len(cfg.seq_len, dist_info.cp, max(c.featurizer_len, c.se_filter_len, c.mr_filter_len) - 1)
+    apply_context_parallel(model, dist_info.cp_group)
+    return lambda t: shard_sequence(t, dist_info.cp, dist_info.cp_rank)
+
+
+def train(cfg: TrainConfig, *, resume: str | Path | None = None, device: str | None = None,
+          context_parallel: int = 1) -> dict:
     """Run (or resume) training. resume: a checkpoint folder, or "auto" for the latest in checkpoint_dir
-    (a fresh start when there is none). Returns the summary also written to out_dir/summary.json."""
+    (a fresh start when there is none). context_parallel: ranks that share each window (zigzag shards,
+    evo2lite.parallel); the others are data-parallel. Returns the summary also written to
+    out_dir/summary.json."""
+    from evo2lite.parallel.dist import init_distributed, wrap_ddp
     from evo2lite.pipelines.datasets import PackedSplit, TokenWindowDataset
 
     t_start = time.perf_counter()
-    dist_info, dev = _init_distributed(device)
+    dist_info, dev = init_distributed(device, context_parallel=context_parallel)
     out_dir = Path(cfg.out_dir)
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else out_dir / "checkpoints"
     if dist_info.main:
@@ -326,7 +298,7 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, device: str | N
         resume_dir = latest_checkpoint(ckpt_dir) if str(resume) == "auto" else Path(resume)
         if resume_dir is not None and not (resume_dir / TRAINER_FILE).is_file():
             raise Evo2LiteError(f"cannot resume from {resume_dir}: no {TRAINER_FILE} (not a finished checkpoint)")
-    trainer = torch.load(resume_dir / TRAINER_FILE, map_location="cpu", weights_only=False) if resume_dir else {}
+    trainer = torch.load(resume_dir / TRAINER_FILE, map_location="cpu", weights_only=True) if resume_dir else {}
 
     # data: rank 0 unpacks a 2-bit pack once; the other ranks wait, then find it unpacked
     work = Path(cfg.work_dir) if cfg.work_dir else out_dir
@@ -334,16 +306,16 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, device: str | N
         corpus = resolve_corpus(cfg.corpus, work)
     dist_info.barrier()
     corpus = resolve_corpus(cfg.corpus, work)
-    per_rank = cfg.global_batch_size // dist_info.world
-    if per_rank * dist_info.world != cfg.global_batch_size or per_rank % cfg.micro_batch_size:
-        raise ConfigError(f"global_batch_size {cfg.global_batch_size} must split into {dist_info.world} "
+    per_rank = cfg.global_batch_size // dist_info.dp  # windows per data-parallel rank
+    if per_rank * dist_info.dp != cfg.global_batch_size or per_rank % cfg.micro_batch_size:
+        raise ConfigError(f"global_batch_size {cfg.global_batch_size} must split into {dist_info.dp} "
                           f"ranks x whole micro-batches of {cfg.micro_batch_size}")
     accum = per_rank // cfg.micro_batch_size
     train_ds = TokenWindowDataset(corpus, "train", cfg.seq_len + 1, seed=cfg.seed, shuffle=True,
                                   rc_prob=cfg.rc_prob, soft_mask_weight=cfg.soft_mask_weight,
-                                  rank=dist_info.rank, world_size=dist_info.world)
+                                  rank=dist_info.dp_rank, world_size=dist_info.dp)
     if trainer:
-        train_ds.load_state_dict({**trainer["data"], "rank": dist_info.rank})
+        train_ds.load_state_dict({**trainer["data"], "rank": dist_info.dp_rank})
     eval_split = PackedSplit(corpus, cfg.eval_split) if (corpus / cfg.eval_split / "index.json").is_file() else None
 
     # model and optimizer
@@ -367,18 +339,16 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, device: str | N
 
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
     autocast = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if use_bf16 else contextlib.nullcontext
-    net = model
-    if dist_info.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    local = _context_parallel(model, cfg, dist_info)  # a window -> this rank's zigzag shard of it
+    net = wrap_ddp(model, dist_info, dev)
     fwd = torch.compile(net) if cfg.compile else net
 
     log = _Log(out_dir / "log.jsonl" if dist_info.main else None, step)
     if dist_info.main and not trainer:
         log.write({"event": "start", "step": 0, "config": dataclasses.asdict(cfg),
                    "model": model.config.to_dict(), "num_params": sum(p.numel() for p in model.parameters()),
-                   "world_size": dist_info.world, "device": str(dev), "bf16": use_bf16, "accum": accum})
+                   "world_size": dist_info.world, "context_parallel": dist_info.cp, "device": str(dev),
+                   "bf16": use_bf16, "accum": accum})
 
     def checkpoint() -> None:
         if dist_info.main:
@@ -394,7 +364,11 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, device: str | N
         result = None
         if dist_info.main and eval_split is not None:
             t0 = time.perf_counter()
-            result = evaluate(model, eval_split, cfg.seq_len, cfg.eval_windows, cfg.eval_batch_size, dev, autocast)
+            from evo2lite.parallel import context_parallel_disabled
+
+            with context_parallel_disabled(model):  # rank 0 alone, whole windows
+                result = evaluate(model, eval_split, cfg.seq_len, cfg.eval_windows, cfg.eval_batch_size, dev,
+                                  autocast)
             log.write({"event": "eval", "step": step, "split": cfg.eval_split, "eval_s": time.perf_counter() - t0,
                        "results": result})
         dist_info.barrier()
@@ -411,19 +385,20 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, device: str | N
         task = bar.add_task("train", total=schedule.max_steps, completed=step, info="") if bar else None
         while step < schedule.max_steps:
             micro = [next(batches) for _ in range(accum)]
-            weight = torch.tensor(sum(float(m["loss_weights"][:, 1:].sum()) for m in micro),
+            weight = torch.tensor(sum(float(local(m["loss_weights"][:, 1:]).sum()) for m in micro),
                                   dtype=torch.float64, device=dev)
             weight = dist_info.all_sum(weight)
             optimizer.zero_grad(set_to_none=True)
             step_loss = torch.zeros((), dtype=torch.float64, device=dev)
             for i, mb in enumerate(micro):
                 ids = mb["input_ids"].to(dev, non_blocking=True)
-                w = mb["loss_weights"][:, 1:].to(dev, non_blocking=True)
+                inputs, targets = local(ids[:, :-1]), local(ids[:, 1:])
+                w = local(mb["loss_weights"][:, 1:]).to(dev, non_blocking=True)
                 sync = contextlib.nullcontext() if (dist_info.world == 1 or i == accum - 1) else net.no_sync()
                 with sync:
                     with autocast():
-                        logits = fwd(ids[:, :-1])
-                    nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                        logits = fwd(inputs)
+                    nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                           reduction="none")
                     loss_sum = (nll * w.reshape(-1)).sum()
                     (loss_sum * (dist_info.world / weight.float())).backward()

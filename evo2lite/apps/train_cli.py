@@ -1,8 +1,9 @@
 """`evo2lite train CONFIG`: the typer command (registered in evo2lite/cli.py as
 `app.command("train")(train_command)`). Heavy imports stay inside the body so `evo2lite --help` is instant.
 
-Several processes (GPUs): `torchrun --nproc_per_node N -m evo2lite.apps.train_cli CONFIG` (or the
-`evo2lite` script through torchrun's `--no-python`); each rank reads RANK/WORLD_SIZE from the environment.
+Several processes (GPUs): `torchrun --nproc-per-node N -m evo2lite train CONFIG [--context-parallel C]`;
+each rank reads RANK/WORLD_SIZE from the environment; C ranks share each window (context parallelism),
+N / C replicas are data-parallel.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import cli_errors
+from ..options import DeviceOpt, ThreadsOpt
 
 
 @cli_errors
@@ -33,8 +35,11 @@ def train_command(
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Override max_steps.")] = None,
     time_budget: Annotated[Optional[float], typer.Option("--time-budget", help="Seconds of wall time to "
                                                          "fit the schedule into.")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda "
-                                                  "when available).")] = None,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    context_parallel: Annotated[int, typer.Option("--context-parallel", help="Split every window across N "
+                                                  "ranks (torchrun; N divides the process count, the other "
+                                                  "axis is data-parallel).")] = 1,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any config key: KEY=VALUE "
                                                       "(VALUE read as YAML); repeatable.")] = None,
 ) -> None:
@@ -43,7 +48,12 @@ def train_command(
     import yaml
 
     from ..errors import ConfigError
+    from ..options import apply_threads, check_options, resolve_device
     from .train import load_train_config, train
+
+    check_options(max_steps=max_steps, time_budget=time_budget)
+    apply_threads(threads)
+    device = resolve_device(device)
 
     extra = {}
     for item in set_ or []:
@@ -54,7 +64,10 @@ def train_command(
     cfg = load_train_config(config, **extra, out_dir=str(out_dir) if out_dir else None,
                             corpus=str(corpus) if corpus else None, init_from=init_from,
                             init_config=init_config, max_steps=max_steps, time_budget_s=time_budget)
-    summary = train(cfg, resume=resume, device=device)
+    from ..parallel.dist import peer_failure_guard
+
+    with peer_failure_guard():  # a dead or hung rank: one line, not a traceback
+        summary = train(cfg, resume=resume, device=device, context_parallel=context_parallel)
     typer.echo(f"steps {summary['steps']}  tokens {summary['tokens']:,}  wall {summary['wall_s']:,.0f} s  "
                f"-> {summary.get('export', summary['checkpoint'])}", err=True)
 

@@ -51,8 +51,8 @@ class Decoder:
     blocks that run in parallel: flash-decoding in plain ops, for long contexts).
 
     The decoder copies the small recurrent states; it adopts a single state's KV buffer instead of
-    copying it when it can (one state, all rows in order, enough capacity): then continue from
-    `to_state()`, not from the original state.
+    copying it when it can (one state, all rows in order, enough capacity; a larger buffer raises the
+    decoder's capacity to its size): then continue from `to_state()`, not from the original state.
     """
 
     def __init__(self, model, parts: InferenceState | Sequence[tuple[InferenceState, Sequence[int]]], *,
@@ -73,11 +73,15 @@ class Decoder:
         start = [state.position for state, rows in parts for _ in rows]
         if min(start) < 1:
             raise ValueError("decode after a prefill of at least one token")
-        self.capacity = _round_up(max(int(capacity), max(start) + 1), KV_ALIGN)
+        needed = _round_up(max(int(capacity), max(start) + 1), KV_ALIGN)
+        adopted = self._adoptable(parts, needed)
+        # an adopted buffer may be larger than asked (an explicit prefill capacity, or 1.5x growth): the
+        # masks and the split blocks must span all of it, so it sets the capacity
+        self.capacity = adopted or needed
         self._last_position = max(start)  # host-side copy of positions.max(): no device sync per step
         self.split_block = math.gcd(self.capacity, 4096)
         with torch.inference_mode():
-            self._build(parts, start)
+            self._build(parts, start, adopt=bool(adopted))
         self.cuda_graph = (self.device.type == "cuda") if cuda_graph == "auto" else bool(cuda_graph)
         if self.cuda_graph and self.device.type != "cuda":
             raise ValueError("cuda_graph=True needs the model on a CUDA device")
@@ -88,7 +92,27 @@ class Decoder:
         self._graph_out = None
 
     # --- construction -------------------------------------------------------------------------------
-    def _build(self, parts, start: list[int]) -> None:
+    def _adoptable(self, parts, needed: int) -> int:
+        """The common size of a single state's KV buffers when the decoder can adopt them (one state, all
+        rows in order, the model dtype, every attention block's buffer of one size >= needed); else 0."""
+        state, rows = parts[0]
+        if len(parts) != 1 or rows != list(range(state.batch_size)):
+            return 0
+        sizes = set()
+        for block, layer in zip(self.model.blocks, state.layers):
+            if block.kind != "A":
+                continue
+            kc, vc = layer.get("k_cache"), layer.get("v_cache")
+            if (kc is None or vc is None or kc.dtype != self.dtype or kc.shape != vc.shape
+                    or not is_prefix_view(layer["k"], kc) or not is_prefix_view(layer["v"], vc)):
+                return 0
+            sizes.add(kc.shape[2])
+        if len(sizes) != 1:
+            return 0
+        size = sizes.pop()
+        return size if size >= needed and size % KV_ALIGN == 0 else 0
+
+    def _build(self, parts, start: list[int], adopt: bool) -> None:
         cfg, dev, dt, B = self.config, self.device, self.dtype, self.batch_size
         D, T = cfg.d_model, self.capacity
         self.positions = torch.tensor(start, dtype=torch.long, device=dev)
@@ -97,16 +121,13 @@ class Decoder:
         self.key_index = torch.arange(T, device=dev)
         self.params: list[dict[str, torch.Tensor]] = []
         self.buffers: list[dict[str, torch.Tensor]] = []
-        adopt = len(parts) == 1 and parts[0][1] == list(range(parts[0][0].batch_size))
         for i, block in enumerate(self.model.blocks):
             mixer, prm, buf = block.mixer, {}, {}
             if block.kind == "A":
                 H, E = cfg.num_heads, cfg.head_dim
                 layer = parts[0][0].layers[i]
-                kc = layer.get("k_cache")
-                if (adopt and kc is not None and kc.shape[2] >= T and kc.dtype == dt
-                        and is_prefix_view(layer["k"], kc) and is_prefix_view(layer["v"], layer["v_cache"])):
-                    buf["k_cache"], buf["v_cache"] = kc, layer["v_cache"]
+                if adopt:  # _adoptable checked: buffers of exactly T slots
+                    buf["k_cache"], buf["v_cache"] = layer["k_cache"], layer["v_cache"]
                 else:
                     buf["k_cache"] = torch.zeros(B, H, T, E, dtype=dt, device=dev)
                     buf["v_cache"] = torch.zeros_like(buf["k_cache"])

@@ -14,7 +14,6 @@ Legend: B batch, V vocabulary, K kept candidates.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 
 import torch
@@ -37,12 +36,9 @@ class SamplingParams:
     acgt_only: bool = False
 
     def __post_init__(self) -> None:
-        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise GenerationError(f"--temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise GenerationError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if int(self.top_k) != self.top_k:
-            raise GenerationError(f"--top-k must be an integer (<= 0 keeps every token), got {self.top_k}")
+        from ..options import check_options
+
+        check_options(GenerationError, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
 
     @property
     def greedy(self) -> bool:

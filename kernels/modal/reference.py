@@ -63,3 +63,27 @@ def modal_recurrence_ref(u_BLD: torch.Tensor, log_poles_DS: torch.Tensor,
         sigma_BDS = p_DS * sigma_BDS + u_BLD[:, t, :, None].float()
         ys.append((sigma_BDS * residues_DS.float()).sum(-1))
     return torch.stack(ys, dim=1)
+
+
+def modal_conv_ref(u_BLD: torch.Tensor, log_poles_DS: torch.Tensor, residues_DS: torch.Tensor,
+                   D_D: torch.Tensor | None = None, sigma_BDS: torch.Tensor | None = None,
+                   h_LD: torch.Tensor | None = None, with_state: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The spec's form (§2.7, as vtx computes it): y = h * u + D u by a 2L fp32 FFT over the materialised
+    (L, D) filter (1), plus what the state sigma (B, D, S) left (zero if None); and the state after u.
+    h_LD: the filter (1) when the caller already has it. Returns (y (B, L, D) fp32, sigma' (B, D, S) fp32, or
+    None without with_state)."""
+    from ..fftconv.reference import fftconv_ref
+
+    L = u_BLD.shape[1]
+    h_LD = modal_filter_ref(log_poles_DS, residues_DS, L) if h_LD is None else h_LD
+    y_BLD = fftconv_ref(u_BLD, h_LD)
+    if sigma_BDS is not None:
+        y_BLD = y_BLD + modal_state_output_ref(sigma_BDS, log_poles_DS, residues_DS, L)
+    if D_D is not None:
+        y_BLD = y_BLD + D_D.float() * u_BLD.float()
+    if not with_state:
+        return y_BLD, None
+    with torch.no_grad():  # the state is for inference: no gradient through it
+        sigma_out = modal_state_update_ref(sigma_BDS, u_BLD.detach(), log_poles_DS.detach())
+    return y_BLD, sigma_out

@@ -214,3 +214,33 @@ def test_importing_the_cli_does_not_import_torch():
     code = "import sys, evo2lite.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- issue #9: one CLI contract ---------------------------------------------------------------------------
+
+def test_version_short_help_and_one_line_usage_errors(work):
+    from evo2lite import __version__
+
+    assert assert_ok(run("--version")).stdout.strip() == f"evo2lite {__version__}"
+    assert "score [OPTIONS]" in " ".join(assert_ok(run("score", "-h")).stdout.split())
+    for args, needle in ((["score", work / "clean.fa", "--batch-size", "x"], "--batch-size"),
+                         (["score", work / "clean.fa", "--nope"], "--nope"), (["bogus"], "bogus"),
+                         (["score", work / "clean.fa", "--threads", "0"], "--threads must be at least 1"),
+                         (["score", work / "clean.fa", "--threads", "-1"], "--threads"),
+                         (["generate", "-n", "3", "-p", "ACGT", "--top-p", "0"], "--top-p"),
+                         (["score", work / "clean.fa", "--device", "gpu"], "--device")):
+        result = run(*args)
+        assert_user_error(result, needle)
+        assert "╭" not in result.output
+
+
+def test_score_device_auto_stdin_and_non_dna_warning(work):
+    fasta = (work / "clean.fa").read_text()
+    want = assert_ok(run("score", work / "clean.fa", "--model", work / "debug_model")).stdout
+    got = CliRunner().invoke(app, ["score", "-", "--model", str(work / "debug_model"), "--device", "auto",
+                                   "--threads", "1"], input=fasta)
+    assert got.exit_code == 0 and got.stdout == want and got.stderr == ""
+    protein = ">p\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQ\n"
+    got = CliRunner().invoke(app, ["score", "-", "--model", str(work / "debug_model")], input=fasta + protein)
+    assert got.exit_code == 0 and len(got.stderr.splitlines()) == 1
+    assert "1 of 3 record(s) do not look like DNA" in got.stderr

@@ -15,7 +15,8 @@ import typer
 from typer.testing import CliRunner
 
 from evo2lite import load_model
-from evo2lite.apps import score_vcf as S
+from evo2lite.apps import score_vcf_jobs as J
+from evo2lite.apps import score_vcf_sites as sites
 from evo2lite.apps.score import token_logprobs
 from evo2lite.apps.score_vcf import score_variants
 from evo2lite.apps.score_vcf_cli import score_vcf_command
@@ -80,7 +81,7 @@ def test_example_to_indexed_vcf_and_table(model_dir, tmp_path):
     assert "##INFO=<ID=EVO2_SCORE,Number=A,Type=Float" in header
     statuses = [s for r in records for s in r.info["EVO2_STATUS"]]
     assert statuses.count("ok") == NUM_ALTS - 1 and statuses.count("ref_mismatch") == 1
-    frame = pd.read_csv(table, sep="\t")
+    frame = pd.read_csv(table, sep="\t", comment="#")
     assert list(frame.columns) == ["chrom", "pos", "id", "ref", "alt", "score", "status"]
     assert len(frame) == NUM_ALTS
     assert frame["pos"].tolist() == [r.pos for r in inputs for _ in r.alts]  # 1-based VCF POS
@@ -128,13 +129,13 @@ def test_prefix_sharing_equals_independent_full_windows(model, window, reduce, s
 
 def test_one_prefix_and_ref_per_site_across_records(model, monkeypatch):
     jobs = []
-    real = S._run_jobs
+    real = J.run_jobs
 
     def spy(model_, batch_jobs, batch_size):
         jobs.extend(batch_jobs)
         return real(model_, batch_jobs, batch_size)
 
-    monkeypatch.setattr(S, "_run_jobs", spy)
+    monkeypatch.setattr(J, "run_jobs", spy)
     score_variants(VCF, REF, model=model, window=64, progress=False, threads=1)
     # 75 scorable records at 71 positions; the 5 records at 20:1546804 make one job: REF + 5 ALTs.
     assert len(jobs) == 71
@@ -180,15 +181,15 @@ def test_header_only_vcf(model_dir, tmp_path):
     assert result.exit_code == 0, result.stderr
     text = (tmp_path / "o.vcf").read_text()
     assert text.endswith("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n") and "EVO2_SCORE" in text
-    assert len(pd.read_csv(tmp_path / "o.tsv", sep="\t")) == 0
+    assert len(pd.read_csv(tmp_path / "o.tsv", sep="\t", comment="#")) == 0
 
 
 def test_regions(model_dir, tmp_path):
     bed = tmp_path / "r.bed"
     bed.write_text("20\t1546000\t1552000\n")
-    for spec, expected in (("20:1546001-1552000", 6), (str(bed), 6), ("chr20:1546804-1546804", 5)):
+    for spec, expected in ((["-r", "20:1546001-1552000"], 6), (["-R", bed], 6), (["-r", "chr20:1546804-1546804"], 5)):
         out = tmp_path / "o.vcf"
-        result = invoke(model_dir, VCF, "--reference", REF, "-o", out, "--regions", spec, "--force")
+        result = invoke(model_dir, VCF, "--reference", REF, "-o", out, *spec, "--force")
         assert result.exit_code == 0, result.stderr
         assert len(vcf_body(out)) == expected, spec
 
@@ -224,9 +225,10 @@ def test_record_level_problems_are_kept_and_marked(model, tmp_path, capsys):
     vcf = tmp_path / "p.vcf"
     vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=1,length=999>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
                    + "\n".join(lines) + "\n")
-    result = score_variants(vcf, fasta, model=model, window=32, progress=False, out=tmp_path / "o.vcf", threads=1)
+    result = score_variants(vcf, fasta, model=model, window=32, progress=False, out=tmp_path / "o.vcf", threads=1,
+                            keep_table=True)
     assert result.table["status"].tolist() == ["ref_mismatch"] * 19 + [
-        "symbolic", "star", "missing_alt", "iupac", "breakend", "contig_absent", "window_n", "out_of_range"]
+        "symbolic", "star", "missing_alt", "iupac", "breakend", "contig_absent", "n_at_variant", "out_of_range"]
     assert len(vcf_body(tmp_path / "o.vcf")) == len(lines)
     err = capsys.readouterr().err
     assert "genome build" in err and "19 of 20 records" in err
@@ -275,7 +277,7 @@ def test_file_level_errors_exit_2_with_one_line_and_no_output(model_dir, tmp_pat
 
 def interrupt_after(monkeypatch, blocks: int):
     calls = {"n": 0}
-    real = S._score_block
+    real = sites.score_block
 
     def flaky(block, ctx):
         if calls["n"] == blocks:
@@ -283,7 +285,7 @@ def interrupt_after(monkeypatch, blocks: int):
         calls["n"] += 1
         return real(block, ctx)
 
-    monkeypatch.setattr(S, "_score_block", flaky)
+    monkeypatch.setattr(sites, "score_block", flaky)
 
 
 def test_resume_is_byte_identical_to_uninterrupted(model_dir, tmp_path, monkeypatch):
@@ -333,7 +335,7 @@ def test_shards_merge_in_input_order_byte_identical(model, tmp_path):
     # rank 1 first: it writes its part and returns; rank 0 then scores its blocks and merges both
     assert score_variants(VCF, REF, out=shard, rank=1, world_size=2, **kw).table is None
     assert not shard.exists()
-    merged = score_variants(VCF, REF, out=shard, rank=0, world_size=2, **kw)
+    merged = score_variants(VCF, REF, out=shard, rank=0, world_size=2, keep_table=True, **kw)
     assert len(merged.table) == NUM_ALTS
     assert shard.read_bytes() == (tmp_path / "single.vcf.gz").read_bytes()
     assert not (tmp_path / "shard.vcf.gz.evo2lite-ckpt").exists()

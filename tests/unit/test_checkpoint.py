@@ -246,9 +246,8 @@ def test_checkpoint_without_config_is_refused(tmp_path):
 
 
 def test_preset_without_weights_is_refused():
-    for spec in ("evo2_7b", "debug"):
-        with pytest.raises(ConfigError, match="preset"):
-            load_model(spec)
+    with pytest.raises(ConfigError, match="preset"):
+        load_model("debug")  # Evo 2 names are not refused: they resolve through the HF cache (test_loading)
     with pytest.raises(ConfigError, match="random_init"):
         load_model("no_such_preset", random_init=True)
 
@@ -320,18 +319,23 @@ def test_evo2_directory_with_its_tiny_config_json(tmp_path):
     assert_states_equal(state, expected)
 
 
-@pytest.mark.parametrize("name, warns", [("shc-evo2-1b-8k-2T-v2", True), ("tiny-7B-test", False)])
-def test_fp8_warning(tmp_path, capsys, name, warns):
+@pytest.mark.parametrize("name, refused", [("shc-evo2-1b-8k-2T-v2", True), ("tiny-7B-test", False)])
+def test_fp8_models_refuse_inexact_devices(tmp_path, capsys, name, refused):
     cfg = dataclasses.replace(PRESETS["debug"], fp8_input_projections=True, name=name)
     save_model(init_weights_(StripedHyena2(cfg)), tmp_path / "m")
     capsys.readouterr()
-    load_model(tmp_path / "m")
-    err = capsys.readouterr().err
-    if warns:
-        assert len(err.splitlines()) == 1 and "FP8" in err and name in err
-    else:
-        assert err == ""
-    capsys.readouterr()
+    if refused:  # 1B/20B/40B: no exact FP8 on a CPU
+        with pytest.raises(Evo2LiteError, match="--allow-inexact") as info:
+            load_model(tmp_path / "m")
+        assert name in str(info.value) and "\n" not in str(info.value)
+        model = load_model(tmp_path / "m", allow_inexact=True)
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "emulated" in err
+        assert model.provenance["fp8"] == "emulate (inexact)"
+    else:  # the 7B models run bf16 projections, as evo2 does without Transformer Engine
+        model = load_model(tmp_path / "m")
+        assert capsys.readouterr().err == ""
+        assert model.provenance["fp8"] == "off"
     load_model("debug", random_init=True)  # no FP8 flag: never a warning
     assert capsys.readouterr().err == ""
 

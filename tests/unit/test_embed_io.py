@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from evo2lite.apps.embed import embed
-from evo2lite.apps.embed_io import embed_file, output_format, parse_region, read_bed, read_inputs, safe_name
+from evo2lite.apps.embed_io import embed_file, output_format, plan_regions, read_inputs, safe_name
 from evo2lite.checkpoint import load_model
 from evo2lite.errors import Evo2LiteError, InputError
 
@@ -31,26 +31,38 @@ def fasta(tmp_path):
     return path
 
 
-def test_parse_region_is_one_based_inclusive():
+class _Reference:
+    """The two things plan_regions needs of a ReferenceGenome."""
+
     contigs = {"chr1": 1000, "chr2:x": 50}
-    assert parse_region("chr1:1-10", contigs) == ("chr1", 0, 10, "chr1:1-10")
-    assert parse_region("chr1:1,001-2,000", {"chr1": 2000}) == ("chr1", 1000, 2000, "chr1:1001-2000")
-    assert parse_region("chr1:101", contigs) == ("chr1", 100, 1000, "chr1:101-1000")
-    assert parse_region("chr1", contigs) == ("chr1", 0, 1000, "chr1")
-    assert parse_region("chr2:x:2-3", contigs)[:3] == ("chr2:x", 1, 3)
-    for bad, match in (("chr1:0-10", "1-based"), ("chr1:20-10", "1-based"), ("chr1:990-1001", "outside"),
-                       ("chrX:1-10", "not in")):
-        with pytest.raises(InputError, match=match):
-            parse_region(bad, contigs)
+
+    def resolve(self, name):
+        if name not in self.contigs:
+            raise InputError(f"contig {name!r} is not in the reference")
+        return name
 
 
-def test_read_bed(tmp_path):
+def test_regions_are_planned_through_the_one_parser(tmp_path):
+    """Strings are samtools syntax (1-based inclusive, thousands separators, chr:pos to the contig end);
+    BED files come through -R; labels name what was asked (issue #9: one region parser)."""
+    ref = _Reference()
+    plan = plan_regions(ref, ["chr1:1-10", "chr1:901-1,000", "chr1:101", "chr1", "chr2:x:2-3", "chr1:1,000"])
+    assert plan[0] == ("chr1", 0, 10, "chr1:1-10") and plan[1] == ("chr1", 900, 1000, "chr1:901-1000")
+    assert plan[2] == ("chr1", 100, 1000, "chr1:101-1000") and plan[3] == ("chr1", 0, 1000, "chr1")
+    assert plan[4][:3] == ("chr2:x", 1, 3) and plan[5][:3] == ("chr1", 999, 1000)
     bed = tmp_path / "r.bed"
-    bed.write_text("track name=x\n# comment\nchr1\t0\t10\tgeneA\nchr1 5 9\n\nchr2\t3\t4\t.\n")
-    assert list(read_bed(bed)) == [("chr1", 0, 10, "geneA"), ("chr1", 5, 9, None), ("chr2", 3, 4, None)]
+    bed.write_text("track name=x\n# comment\nchr1\t0\t10\tgeneA\nchr1 5 9\n")
+    assert plan_regions(ref, ["chr1:5-6"], [bed]) == [("chr1", 4, 6, "chr1:5-6"), ("chr1", 0, 10, "geneA"),
+                                                      ("chr1", 5, 9, "chr1:6-9")]
+    for bad, match in (("chr1:0-10", "1-based"), ("chr1:20-10", "before start"), ("chr1:990-1001", "outside"),
+                       ("chrX:1-10", "not in"), ("chr1:1,0-5", "thousands")):
+        with pytest.raises(InputError, match=match):
+            plan_regions(ref, [bad])
+    with pytest.raises(InputError, match="-R/--regions-file"):
+        plan_regions(ref, [str(bed)])  # a BED file given where region strings go
     bed.write_text("chr1\tx\t10\n")
     with pytest.raises(InputError, match=r"r.bed:1: not a BED line"):
-        list(read_bed(bed))
+        plan_regions(ref, [], [bed])
 
 
 def test_safe_names_and_formats():
@@ -113,13 +125,13 @@ def test_regions_of_a_reference(tmp_path, model):
     bed.write_text(f"{LAMBDA}\t100\t160\tgeneX\n")
     out = tmp_path / "r.h5"
     ref = FIXTURES / "lambda.bgzf.fa.gz"
-    embed_file(ref, out, model=model, regions=[str(bed), f"{LAMBDA}:1-50"], layers="final")
+    embed_file(ref, out, model=model, regions_files=[bed], regions=[f"{LAMBDA}:1-50"], layers="final")
     from evo2lite.pipelines.fasta import ReferenceGenome
 
     with ReferenceGenome(ref) as genome:
         want = embed(model, genome.fetch(LAMBDA, 100, 160), layers="final")
     with h5py.File(out) as f:
-        assert list(f) == ["geneX", "gi_9626243_ref_NC_001416.1__1-50"]
+        assert sorted(f) == ["geneX", "gi_9626243_ref_NC_001416.1__1-50"]
         assert (f["geneX"].attrs["contig"], f["geneX"].attrs["start"], f["geneX"].attrs["end"]) == (LAMBDA, 100, 160)
         np.testing.assert_allclose(f["geneX/final"][()], want, atol=2e-5)
         assert f["gi_9626243_ref_NC_001416.1__1-50/final"].shape == (50, 64)
@@ -129,7 +141,7 @@ def test_regions_of_a_reference(tmp_path, model):
         read_inputs(ref, [f"{LAMBDA}:48000-48503"])
     bed.write_text(f"{LAMBDA}\t48000\t48600\n")
     with pytest.raises(InputError, match="outside contig"):
-        read_inputs(ref, [str(bed)])
+        read_inputs(ref, regions_files=[bed])
 
 
 def test_atomic_and_force(tmp_path, model):

@@ -218,3 +218,34 @@ def test_cuda_graph_step_equals_eager_step(dtype):
         assert torch.equal(a, b) or _rel(b, a) < 1e-5
         if dtype == torch.float32:
             assert _rel(b, full[:, t]) < RTOL
+
+
+def test_decoder_adopts_a_larger_explicit_kv_buffer(model):
+    """A prefill reserved more KV room than the decoder asks for: the decoder adopts the buffer (no copy)
+    and takes its whole size as its capacity, so its masks match the buffer (issue #9)."""
+    steps = 8
+    ids = _ids(1, 20 + steps, seed=21)
+    full = _full(model, ids)
+    _, state = prefill(model, ids[:, :20], capacity=500)
+    attn = model.config.layout.index("A")
+    buffer = state.layers[attn]["k_cache"]
+    decoder = Decoder(model, state, capacity=20 + steps)
+    assert decoder.buffers[attn]["k_cache"] is buffer and decoder.capacity == buffer.shape[2]
+    for t in range(20, 20 + steps):
+        assert _rel(decoder.step(ids[:, t]), full[:, t]) < RTOL, f"position {t}"
+
+
+def test_decoder_adopts_a_buffer_grown_by_half(model):
+    """Chunks past the reserved capacity grow the buffer by 1.5x; a decoder built afterwards with the
+    capacity it needs adopts the grown (larger) buffer and still decodes exactly."""
+    steps = 5
+    ids = _ids(1, 100 + steps, seed=22)
+    full = _full(model, ids)
+    _, state = prefill(model, ids[:, :64], capacity=64)
+    forward_chunk(model, ids[:, 64:100], state, logits="none")  # 100 > 64: grows to round_up(96, 64)=128
+    attn = model.config.layout.index("A")
+    assert state.layers[attn]["k_cache"].shape[2] == 128
+    decoder = Decoder(model, state, capacity=100 + steps)
+    assert decoder.capacity == 128
+    for t in range(100, 100 + steps):
+        assert _rel(decoder.step(ids[:, t]), full[:, t]) < RTOL, f"position {t}"

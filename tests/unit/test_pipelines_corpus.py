@@ -199,9 +199,33 @@ def test_split_by_contig_and_whole_source(built):
 
 def test_region_spec_parsing():
     assert corpus.parse_region("20:0-1,000,000") == ("20", 0, 1000000)
+    assert corpus.parse_region("20:1-1,000,000", "1-based") == ("20", 0, 1000000)  # the same first megabase
     assert corpus.parse_region("chr20") == ("chr20", 0, None)
     assert corpus.parse_region("Umaydis:chr01:1:+:2476500") == ("Umaydis:chr01:1:+:2476500", 0, None)
     assert corpus.parse_region("Umaydis:chr01:1:+:2476500:10-20") == ("Umaydis:chr01:1:+:2476500", 10, 20)
+    with pytest.raises(InputError):
+        corpus.parse_region("20:0-10", "1-based")  # 1-based has no position 0
+    with pytest.raises(InputError):
+        corpus.parse_region("20:10-10")  # 0-based half-open: empty
+
+
+def test_manifest_states_its_coordinates(tmp_path):
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[2] / "data/corpus/default.yaml").read_text())
+    assert shipped["coordinates"] == "0-based"
+    fa = tmp_path / "a.fa"
+    fa.write_text(">x\nACGT\n")
+    base = {"version": 1, "sources": [{"name": "a", "organism": "o", "licence": "l", "path": "a.fa",
+                                       "sha256": corpus.sha256_file(fa)}]}
+    for coordinates, region, expected in (("0-based", "x:0-10", (0, 10)), ("1-based", "x:1-10", (0, 10))):
+        path = tmp_path / f"{coordinates}.yaml"
+        path.write_text(yaml.safe_dump({**base, "coordinates": coordinates,
+                                        "splits": [{"region": region, "split": "val"}]}))
+        r = load_manifest(path).splits[0]
+        assert (r.contig, r.start, r.end) == ("x", *expected)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**base, "coordinates": "2-based"}))
+    with pytest.raises(ManifestError, match="coordinates must be"):
+        load_manifest(path)
 
 
 def test_checksum_mismatch_is_one_clear_line(tmp_path):

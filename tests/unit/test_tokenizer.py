@@ -1,4 +1,4 @@
-"""The byte tokenizer (spec §5): UTF-8 bytes are the ids, EOS 0 / PAD 1, lower-case bases upper-cased."""
+"""The byte tokenizer (spec §5): UTF-8 bytes are the ids, EOS 0 / PAD 1, a-z upper-cased."""
 
 from __future__ import annotations
 
@@ -35,14 +35,17 @@ def test_lower_case_bases_are_upper_cased():
     assert to_bytes(b"ggccaatt") == b"GGCCAATT"
 
 
-def test_other_lower_case_letters_are_kept():
-    # IUPAC ambiguity codes and any other byte pass through unchanged: only a/c/g/t/n are bases
-    assert to_bytes("ryswkmbdhv") == b"ryswkmbdhv"
-    assert to_bytes("x-y_z.") == b"x-y_z."
+def test_every_ascii_lower_case_byte_is_upper_cased():
+    # spec §5: training upper-cased every byte 97-122 (a-z), not only a/c/g/t/n, so soft-masked IUPAC codes
+    # reach the model as upper case; every other byte (0-96, 123-255) passes through unchanged
+    assert to_bytes("ryswkmbdhv") == b"RYSWKMBDHV"
+    assert to_bytes("x-y_z.") == b"X-Y_Z."
+    every = bytes(range(256))
+    assert to_bytes(every) == bytes(b - 32 if 97 <= b <= 122 else b for b in every)
 
 
 def test_utf8_is_kept():
-    # multi-byte UTF-8 sequences never contain bytes < 0x80, so the case table cannot touch them
+    # multi-byte UTF-8 sequences never contain bytes < 0x80, so upper-casing ASCII cannot touch them
     text = "é中🧬"
     assert to_bytes(text) == text.encode("utf-8")
     assert decode(encode(text)) == text
@@ -50,13 +53,13 @@ def test_utf8_is_kept():
 
 def test_phylogenetic_tags_are_upper_cased_whole():
     """Control tags (|d__...;p__...|) are upper-cased as a whole, as savanna fed them in training (spec §5),
-    never half-way (a/c/g/t/n only would give |d__BACTeriA;); the DNA around them follows the base policy."""
+    never half-way (a/c/g/t/n only would give |d__BACTeriA;), and so is the DNA around them."""
     assert to_bytes("|d__Bacteria;") == b"|D__BACTERIA;"
     tag = "|d__Bacteria;p__Pseudomonadota;c__Gammaproteobacteria;o__Enterobacterales;f__Enterobacteriaceae;" \
           "g__Escherichia;s__Escherichia|"
     assert to_bytes(tag + "acgt") == (tag.upper() + "ACGT").encode()
     assert to_bytes("acgt" + tag + "ttaa") == ("ACGT" + tag.upper() + "TTAA").encode()
-    assert to_bytes("ryk|x|ryk") == b"ryk|X|ryk"  # IUPAC codes outside tags keep their case
+    assert to_bytes("ryk|x|ryk") == b"RYK|X|RYK"
 
 
 def test_encode_batch_right_pads_with_pad():

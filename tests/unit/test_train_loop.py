@@ -66,6 +66,9 @@ def test_resume_equals_uninterrupted(corpus, tmp_path):
     a = load_file(str(Path(full["checkpoint"]) / "trainable.safetensors"))
     b = load_file(str(Path(resumed["checkpoint"]) / "trainable.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the resumable state loads without unpickling arbitrary objects (issue #9)
+    trainer = torch.load(Path(resumed["checkpoint"]) / "trainer.pt", map_location="cpu", weights_only=True)
+    assert isinstance(trainer["rng"]["torch"], torch.Tensor)
 
 
 def test_two_bit_pack_round_trip_and_training_from_it(corpus, tmp_path):
@@ -129,3 +132,20 @@ def test_train_command_through_typer(corpus, tmp_path):
     assert len(_losses(tmp_path / "cli")) == 2
     bad = CliRunner().invoke(app, ["train", str(cfg), "--set", "no_such_key=1"])
     assert bad.exit_code == 2 and "no_such_key" in bad.output
+
+
+def test_rng_states_round_trip_through_a_weights_only_load(tmp_path):
+    import io
+    import random
+
+    from evo2lite.apps.train import _rng_state, _set_rng_state
+
+    np.random.seed(3), random.seed(4), torch.manual_seed(5)
+    np.random.normal()  # a cached Gaussian is part of numpy's state
+    buffer = io.BytesIO()
+    torch.save(_rng_state(), buffer)
+    want = (np.random.normal(size=3).tolist(), random.random(), random.gauss(0, 1), torch.rand(3))
+    buffer.seek(0)
+    _set_rng_state(torch.load(buffer, weights_only=True))
+    got = (np.random.normal(size=3).tolist(), random.random(), random.gauss(0, 1), torch.rand(3))
+    assert got[:3] == want[:3] and torch.equal(got[3], want[3])

@@ -6,7 +6,8 @@ from evo2lite.pipelines import vcf as V
 
 
 @pytest.mark.parametrize("allele, status", [
-    ("A", V.STATUS_OK), ("acgtn", V.STATUS_OK), ("TTTG", V.STATUS_OK),
+    ("A", V.STATUS_OK), ("acgt", V.STATUS_OK), ("TTTG", V.STATUS_OK),
+    ("N", V.STATUS_N_ALLELE), ("acgtn", V.STATUS_N_ALLELE), ("ANA", V.STATUS_N_ALLELE),
     (".", V.STATUS_MISSING_ALT), ("", V.STATUS_MISSING_ALT), (None, V.STATUS_MISSING_ALT),
     ("*", V.STATUS_STAR),
     ("<DEL>", V.STATUS_SYMBOLIC), ("<*>", V.STATUS_SYMBOLIC), ("<NON_REF>", V.STATUS_SYMBOLIC),
@@ -33,9 +34,25 @@ def test_check_ref_is_case_insensitive_and_n_matches_anything():
 
 
 def test_window_status():
-    assert V.window_status("ACGTNNNN") == V.STATUS_OK  # exactly half N is still scored
-    assert V.window_status("ACGNNNnn") == V.STATUS_WINDOW_N
-    assert V.window_status("") == V.STATUS_WINDOW_N
+    # documented rules: more than MAX_N_SHARE (10%) of a window N -> n_rich; an N between bases (not a run
+    # at an end of the window) -> n_inside; any other non-ACGT byte (IUPAC from the reference) ->
+    # iupac_in_window, checked first
+    assert V.MAX_N_SHARE == 0.10
+    assert V.window_status("ACGT" * 5) == V.STATUS_OK
+    assert V.window_status("N" + "A" * 9) == V.STATUS_OK            # exactly 10% N, at an end: scored
+    assert V.window_status("N" + "A" * 18 + "N") == V.STATUS_OK    # runs at both ends: the window meets gaps
+    assert V.window_status("NN" + "A" * 17) == V.STATUS_N_RICH      # 2 of 19 > 10%
+    assert V.window_status("ACGNNNNN") == V.STATUS_N_RICH
+    assert V.window_status("") == V.STATUS_N_RICH
+    assert V.window_status("A" * 10 + "N" + "A" * 19) == V.STATUS_N_INSIDE  # one N between bases: 3%
+    assert V.window_status("A" * 20, "A" * 9 + "NN" + "A" * 9) == V.STATUS_N_INSIDE
+    assert V.window_status("ACGTRACGT") == V.STATUS_IUPAC_IN_WINDOW
+    assert V.window_status("NNNNY") == V.STATUS_IUPAC_IN_WINDOW
+    assert V.window_status("ACGT-ACGT") == V.STATUS_IUPAC_IN_WINDOW
+    # every window given counts: an ALT window that pulled in Ns on the right
+    assert V.window_status("A" * 20, "A" * 17 + "NNN") == V.STATUS_N_RICH
+    assert V.window_status("A" * 20, "A" * 19 + "K") == V.STATUS_IUPAC_IN_WINDOW
+    assert V.window_status("A" * 20, "A" * 18 + "N", max_n_share=0.01) == V.STATUS_N_RICH
 
 
 SEQ = "".join("ACGT"[(i * 7 + i // 3) % 4] for i in range(200))

@@ -1,4 +1,4 @@
-"""pipelines.vcf: reading VCF/BCF/stdin/plain gzip, errors with file and line, regions."""
+"""pipelines.vcf: reading VCF/BCF/stdin/plain gzip, errors with file and line, regions (scan and index)."""
 
 import gzip
 import io
@@ -9,6 +9,7 @@ import pytest
 
 from evo2lite.errors import InputError
 from evo2lite.pipelines import vcf as V
+from evo2lite.pipelines.regions import RegionSet, parse_regions
 
 VCF = """##fileformat=VCFv4.2
 ##contig=<ID=1,length=1000>
@@ -137,46 +138,54 @@ def test_header_only_is_valid(tmp_path):
 
 # --- regions ---------------------------------------------------------------------------------------
 
+def regions(*texts):
+    return RegionSet(parse_regions(texts))
+
+
 def test_region_strings_are_1_based_inclusive():
-    regions = V.parse_regions("1:10-20,chr2:5")
-    assert regions.overlaps("1", 9, 10)        # POS 10
-    assert regions.overlaps("1", 19, 20)       # POS 20
-    assert not regions.overlaps("1", 20, 21)   # POS 21
-    assert not regions.overlaps("1", 8, 9)     # POS 9
-    assert regions.overlaps("chr1", 15, 16)    # alias
-    assert regions.overlaps("2", 10**9, 10**9 + 1)
-    assert not regions.overlaps("2", 3, 4)
-    assert not regions.overlaps("3", 0, 1)
+    rs = regions("1:10-20", "chr2:5")
+    assert rs.overlaps("1", 9, 10)        # POS 10
+    assert rs.overlaps("1", 19, 20)       # POS 20
+    assert not rs.overlaps("1", 20, 21)   # POS 21
+    assert not rs.overlaps("1", 8, 9)     # POS 9
+    assert rs.overlaps("chr1", 15, 16)    # alias
+    assert rs.overlaps("2", 10**9, 10**9 + 1)
+    assert not rs.overlaps("2", 3, 4)
+    assert not rs.overlaps("3", 0, 1)
 
 
 def test_region_overlap_of_long_ref():
-    regions = V.parse_regions("1:100-100")
-    assert regions.overlaps("1", 95, 100)   # a deletion spanning POS 100
-    assert not regions.overlaps("1", 95, 99)
-
-
-def test_bed_regions_are_0_based(tmp_path):
-    bed = tmp_path / "r.bed"
-    bed.write_text("track name=x\n# comment\nchr1\t9\t10\n1\t100\t200\textra\n")
-    regions = V.parse_regions(str(bed))
-    assert regions.overlaps("1", 9, 10) and not regions.overlaps("1", 10, 11)
-    assert regions.overlaps("1", 199, 200) and not regions.overlaps("1", 200, 201)
-
-
-def test_bad_regions(tmp_path):
-    bed = tmp_path / "bad.bed"
-    bed.write_text("chr1\tx\t10\n")
-    with pytest.raises(InputError, match="line 1"):
-        V.parse_regions(str(bed))
-    with pytest.raises(InputError):
-        V.parse_regions("1:20-10")
-    with pytest.raises(InputError):
-        V.parse_regions("missing.bed")
+    rs = regions("1:100-100")
+    assert rs.overlaps("1", 95, 100)   # a deletion spanning POS 100
+    assert not rs.overlaps("1", 95, 99)
 
 
 def test_read_variants_with_regions(vcf_path):
-    variants = read_all(vcf_path, regions=V.parse_regions("1:15-35"))
+    variants = read_all(vcf_path, regions=regions("1:15-35"))
     assert [v.pos for v in variants] == [20, 30]
+
+
+def _indexed(tmp_path, lines):
+    plain = tmp_path / "s.vcf"
+    plain.write_text("##fileformat=VCFv4.2\n##contig=<ID=1>\n##contig=<ID=2>\n"
+                     "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + "".join(lines))
+    return pysam.tabix_index(str(plain), preset="vcf", force=True)
+
+
+def test_fetch_through_the_index_in_input_order_once_each(tmp_path):
+    lines = [f"{c}\t{p}\t.\t{r}\tC\t.\t.\t.\n" for c, p, r in
+             [("1", 10, "A"), ("1", 18, "AAAAA"), ("1", 30, "A"), ("1", 50, "A"), ("2", 5, "A"), ("2", 90, "A")]]
+    path = _indexed(tmp_path, lines)
+    # regions out of order, overlapping, an alias, one matching nothing; POS 18 (a 5-base REF) overlaps two
+    wanted = parse_regions(["chr2:1-10", "1:20-31", "1:15-20", "1:25-35", "1:200-300"])
+    matched = set()
+    with V.VcfInput(path) as source:
+        vf = source.open()
+        assert vf.index is not None
+        got = [(rec.chrom, rec.pos) for _, rec in source.fetch(vf, wanted, matched)]
+        vf.close()
+    assert got == [("1", 18), ("1", 30), ("2", 5)]
+    assert matched == {0, 1, 2, 3}
 
 
 def test_contig_key():

@@ -1,0 +1,287 @@
+"""Hyena-LR operator benchmark (issue #12): the LR core (y = h * u + D u, modal filter, S = 16) and the full
+HyenaLR mixer, forward and forward + backward, time and peak memory, peers measured in the same run.
+
+Rows: ours (chunked Triton kernel), ours (FFT reference: materialised filter + 2L fp32 FFT, the spec), vtx's
+torch.fft path (compute_filter + fftconv_func), vtx's Triton HCL path (forward only: tiled filter + cuFFT +
+fused epilogue), flash-linear-attention's chunk_linear_attn and SDPA (causal) at the same tokens and width
+(H = D / 128 heads of 128). Tokens per step = max(L, --tokens), so B = tokens / L. Needs CUDA.
+
+    python benchmarks/operators_lr.py [--quick] [--tune] [--d 4096] [--lengths 8192,32768] [--out r.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import evo2lite  # noqa: E402
+
+try:
+    import evo2lite.kernels  # noqa: F401
+except ImportError:  # not installed: the package-dir mapping of setup.py, by hand
+    evo2lite.__path__.append(str(ROOT))
+for whl in sorted((ROOT / ".whl").glob("*.whl")):  # vtx, fla: pure-Python wheels import from the zip
+    sys.path.append(str(whl))
+
+import torch  # noqa: E402
+
+MiB = 1 << 20
+DEV = "cuda"
+
+
+def bench(fn, reps=5, warmup=1):
+    """Median ms and peak extra memory (MiB) over the allocation before the call; 'OOM' on out-of-memory."""
+    torch.cuda.synchronize()
+    try:
+        for _ in range(warmup):
+            fn()
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        times = []
+        for _ in range(reps):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            torch.cuda.synchronize()
+            times.append(a.elapsed_time(b))
+        peak = (torch.cuda.max_memory_allocated() - base) / MiB
+        return sorted(times)[len(times) // 2], peak
+    except torch.OutOfMemoryError:
+        return "OOM", None
+    finally:
+        torch.cuda.empty_cache()
+
+
+def lr_inputs(B, L, D, S=16, dtype=torch.bfloat16, grad=False):
+    g = torch.Generator(device=DEV).manual_seed(0)
+    u = torch.randn(B, L, D, device=DEV, dtype=dtype, generator=g)
+    lam = -(10 ** (torch.rand(D, S, device=DEV, generator=g) * 4 - 4))
+    R = torch.randn(D, S, device=DEV, generator=g) / 4
+    skip = torch.randn(D, device=DEV, generator=g)
+    for t in (u, lam, R, skip):
+        t.requires_grad_(grad)
+    return u, lam, R, skip
+
+
+def _import_vtx_ops_without_flash_attn():
+    """vortex/ops/__init__.py imports flash-attn's CUDA extension, which the HCL kernel does not use: where it
+    is missing, register the package without running that __init__ so its submodules import alone."""
+    import importlib
+    import os
+    import types
+
+    try:
+        importlib.import_module("vortex.ops")
+    except ImportError:
+        import vortex
+
+        pkg = types.ModuleType("vortex.ops")
+        pkg.__path__ = [os.path.join(os.path.dirname(vortex.__file__), "ops")]
+        sys.modules["vortex.ops"] = pkg
+
+
+def core_fns(B, L, D):
+    """name -> (forward fn, or None) per mode: each closure builds nothing but its own computation."""
+    from evo2lite.kernels.modal import modal_conv
+
+    fns = {}
+    for name, backend in (("ours triton", "triton"), ("ours fft ref", "reference")):
+        def run(mode, backend=backend):
+            u, lam, R, skip = lr_inputs(B, L, D, grad=mode == "fwd+bwd")
+            if mode == "fwd":
+                def f():
+                    with torch.no_grad():
+                        modal_conv(u, lam, R, skip, backend=backend)
+            else:
+                def f():
+                    y = modal_conv(u, lam, R, skip, backend=backend)
+                    y.backward(torch.ones_like(y))
+            return f
+        fns[name] = run
+    try:
+        from vortex.model.engine import fftconv_func
+
+        def vtx_torch(mode):
+            u, lam, R, skip = lr_inputs(B, L, D, grad=mode == "fwd+bwd")
+
+            def f():
+                with torch.set_grad_enabled(mode == "fwd+bwd"):
+                    t = torch.arange(L, device=DEV, dtype=torch.float32)
+                    h = (R[..., None] * torch.exp(lam[..., None] * t)).sum(1)  # vtx compute_filter: (D, S, L)
+                    y = fftconv_func(u.transpose(1, 2), h, skip, None, gelu=False)
+                    if mode == "fwd+bwd":
+                        y.backward(torch.ones_like(y))
+            return f
+        fns["vtx torch.fft"] = vtx_torch
+    except ImportError as e:
+        print(f"# vtx torch path unavailable: {e}", file=sys.stderr)
+    try:
+        _import_vtx_ops_without_flash_attn()
+        from vortex.ops.hcl_interface import _hcl_compute_filter, hcl_fft_conv
+
+        def vtx_hcl(mode):
+            if mode != "fwd":
+                return None  # inference kernel: no backward
+            u, lam, R, skip = lr_inputs(B, L, D)
+            x1v = u.transpose(1, 2).contiguous()
+            gate = torch.ones_like(x1v[:1])
+            t = torch.arange(L, device=DEV, dtype=torch.float32)
+
+            def f():
+                with torch.no_grad():
+                    h = _hcl_compute_filter(R, lam, t)
+                    for b in range(B):  # the kernel takes one sequence
+                        hcl_fft_conv(h[None], x1v[b:b + 1], gate, skip, L, 2 * L)
+            return f
+        fns["vtx hcl triton"] = vtx_hcl
+    except ImportError as e:
+        print(f"# vtx HCL kernel unavailable: {e}", file=sys.stderr)
+    H = max(1, D // 128)
+    try:
+        from fla.ops.linear_attn import chunk_linear_attn
+
+        def fla(mode):
+            g = torch.Generator(device=DEV).manual_seed(1)
+            q, k, v = (torch.randn(B, L, H, 128, device=DEV, dtype=torch.bfloat16, generator=g)
+                       .requires_grad_(mode == "fwd+bwd") for _ in range(3))
+
+            def f():
+                with torch.set_grad_enabled(mode == "fwd+bwd"):
+                    o = chunk_linear_attn(q, k, v, normalize=False)
+                    o = o[0] if isinstance(o, tuple) else o
+                    if mode == "fwd+bwd":
+                        o.backward(torch.ones_like(o))
+            return f
+        fns["fla chunk_linear_attn"] = fla
+    except ImportError as e:
+        print(f"# fla unavailable: {e}", file=sys.stderr)
+
+    def sdpa(mode):
+        if L > 131072:
+            return None  # quadratic: minutes per call
+        g = torch.Generator(device=DEV).manual_seed(2)
+        q, k, v = (torch.randn(B, H, L, 128, device=DEV, dtype=torch.bfloat16, generator=g)
+                   .requires_grad_(mode == "fwd+bwd") for _ in range(3))
+
+        def f():
+            with torch.set_grad_enabled(mode == "fwd+bwd"):
+                o = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+                if mode == "fwd+bwd":
+                    o.backward(torch.ones_like(o))
+        return f
+    fns["sdpa causal"] = sdpa
+    return fns
+
+
+def full_fns(B, L, D):
+    """The whole HyenaLR mixer (projection, featurizer, gates, LR core, out-projection), bf16."""
+    import dataclasses
+
+    from evo2lite.config import PRESETS
+    from evo2lite.mixers import HyenaLR
+
+    cfg = dataclasses.replace(PRESETS["debug"], d_model=D, num_heads=max(1, D // 128), d_mlp=2 * D,
+                              num_se_groups=D // 16, num_mr_groups=D // 16)
+    fns = {}
+    for name, backend in (("ours full triton", "triton"), ("ours full fft ref", "reference")):
+        def run(mode, backend=backend):
+            mixer = HyenaLR(cfg).to(DEV).to(torch.bfloat16)
+            with torch.no_grad():
+                for p in mixer.parameters():
+                    p.normal_(0, 0.02)
+                mixer.filter.log_poles.copy_(-(10 ** (torch.rand_like(mixer.filter.log_poles.float()) * 4 - 4)))
+            mixer.filter.backend = backend
+            x = torch.randn(B, L, D, device=DEV, dtype=torch.bfloat16, requires_grad=mode == "fwd+bwd")
+
+            def f():
+                with torch.set_grad_enabled(mode == "fwd+bwd"):
+                    y = mixer(x)
+                    if mode == "fwd+bwd":
+                        y.backward(torch.ones_like(y))
+            return f
+        fns[name] = run
+    return fns
+
+
+def tune(D, L=32768, tokens=65536):
+    from evo2lite.kernels.modal import triton as mt
+
+    B = max(1, tokens // L)
+    u, lam, R, skip = lr_inputs(B, L, D, grad=True)
+    rows = []
+    for T, CH, BD, W in [(8, 256, 128, 4), (8, 256, 64, 2), (16, 256, 128, 4), (8, 512, 128, 4), (8, 128, 128, 4),
+                         (8, 256, 256, 8)]:
+        cfg = {"T": T, "CH": CH, "BD": BD, "num_warps": W}
+
+        def fwd():
+            with torch.no_grad():
+                mt.modal_conv_triton(u, lam, R, skip, None, cfg)
+
+        def fb():
+            y, _ = mt.modal_conv_triton(u, lam, R, skip, None, cfg)
+            y.backward(torch.ones_like(y))
+        try:
+            rows.append((cfg, bench(fwd)[0], bench(fb)[0]))
+        except Exception as e:  # a tiling the compiler rejects (registers, shared memory): report, go on
+            rows.append((cfg, f"error {type(e).__name__}", ""))
+        print(f"tune {cfg}: fwd {rows[-1][1]} ms, fwd+bwd {rows[-1][2]} ms", flush=True)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="L = 8K and 32K only")
+    ap.add_argument("--tune", action="store_true", help="also time several tilings at L = 32K")
+    ap.add_argument("--d", type=int, default=4096)
+    ap.add_argument("--tokens", type=int, default=65536)
+    ap.add_argument("--lengths", default=None, help="comma-separated L values (default 8K,32K,128K,1M)")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("operators_lr.py needs CUDA")
+    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, D = {args.d}, tokens >= {args.tokens}")
+    results = {"device": torch.cuda.get_device_name(), "d": args.d, "rows": []}
+    if args.tune:
+        results["tune"] = [(c, f, b) for c, f, b in tune(args.d, tokens=args.tokens)]
+    lengths = [8192, 32768] if args.quick else [8192, 32768, 131072, 1 << 20]
+    if args.lengths:
+        lengths = [int(x) for x in args.lengths.split(",")]
+    for L in lengths:
+        B = max(1, args.tokens // L)
+        for fns in (core_fns(B, L, args.d), full_fns(B, L, args.d)):
+            for name, make in fns.items():
+                for mode in ("fwd", "fwd+bwd"):
+                    try:
+                        f = make(mode)
+                        if f is None:
+                            continue
+                        ms, mem = bench(f, reps=3 if L >= 131072 else 5)
+                    except torch.OutOfMemoryError:  # while building the inputs or the module
+                        ms, mem = "OOM", None
+                    except Exception as e:  # a peer that fails is a row with its error, not the end of the run
+                        ms, mem = f"error {type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]}", None
+                    row = {"L": L, "B": B, "op": name, "mode": mode, "ms": ms, "peak_mib": mem}
+                    results["rows"].append(row)
+                    print(f"L={L:>8} B={B:>2} {name:<22} {mode:<8} "
+                          f"{ms if isinstance(ms, str) else f'{ms:9.2f} ms'} "
+                          f"{'' if mem is None else f'{mem:10.0f} MiB'}", flush=True)
+                    f = None
+                    torch.cuda.empty_cache()
+    print("\n| L | B | operator | mode | ms | peak MiB |\n|---|---|---|---|---|---|")
+    for r in results["rows"]:
+        ms = r["ms"] if isinstance(r["ms"], str) else f"{r['ms']:.2f}"
+        mem = "" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
+        print(f"| {r['L']} | {r['B']} | {r['op']} | {r['mode']} | {ms} | {mem} |")
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(results, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""score-vcf, what it writes: checkpoints, and the annotated VCF and the table, streamed record by record.
+
+Outputs are written to temp files beside their targets and renamed when complete. The VCF body is
+streamed to a temp file and the header is put in front of it at the end, because htslib completes the
+header (undeclared contigs and tags) only while it reads the records. The table (TSV or parquet) streams
+straight to its temp file, provenance first: a ``#evo2lite_KEY=VALUE`` comment block in TSV, key-value
+metadata in parquet, the same keys as the VCF's ``##evo2lite_KEY=VALUE`` lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..errors import Evo2LiteError
+from ..io import atomic_path
+from ..log import warn
+from ..pipelines import vcf as V
+
+__all__ = ["TAG_SCORE", "TAG_STATUS", "TABLE_COLUMNS", "Checkpoint", "checkpoint_dir", "check_complete",
+           "output_header", "annotate", "Outputs"]
+
+TAG_SCORE = "EVO2_SCORE"
+TAG_STATUS = "EVO2_STATUS"
+TABLE_COLUMNS = ["chrom", "pos", "id", "ref", "alt", "score", "status"]
+_CHECKPOINT_VERSION = 1
+_PARQUET_ROWS = 1 << 16  # rows per parquet row group: what the table writer holds in memory
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+class Checkpoint:
+    """Append-only JSON lines: a header with the run's fingerprint, one line per finished block, and a
+    final ``{"done": true}``. A torn last line (killed mid-write) is dropped on reading. Blocks are read
+    back one at a time by byte offset, so resuming holds no more than one block in memory."""
+
+    def __init__(self, directory: Path, rank: int, world_size: int):
+        self.directory = directory
+        self.path = self.part(directory, rank, world_size)
+        self._fh = None
+        self._synced = 0.0
+
+    @staticmethod
+    def part(directory: Path, rank: int, world_size: int) -> Path:
+        return directory / f"part-{rank}-of-{world_size}.jsonl"
+
+    @staticmethod
+    def read(path: Path) -> tuple[dict | None, dict[int, int], bool]:
+        """(header or None, block number -> byte offset of its line, whether the part is done)."""
+        header, offsets, done = None, {}, False
+        if not path.exists():
+            return header, offsets, done
+        with open(path, "rb") as fh:
+            offset = 0
+            for line in fh:
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                if "fingerprint" in item:
+                    header = item
+                elif "block" in item:
+                    offsets[item["block"]] = offset
+                elif item.get("done"):
+                    done = True
+                offset += len(line)
+        return header, offsets, done
+
+    @staticmethod
+    def load(path: Path, offset: int) -> dict[int, list]:
+        """The results of the block whose line starts at ``offset``."""
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return {int(k): v for k, v in json.loads(fh.readline())["results"].items()}
+
+    def start(self, fingerprint: str, keep: dict[int, int] | None = None) -> dict[int, int]:
+        """(Re)write the file with the header and the blocks of ``keep`` (number -> offset in the current
+        file), then append from there. Returns the kept blocks' offsets in the new file."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        offsets = {}
+        with open(tmp, "wb") as out, (open(self.path, "rb") if keep else contextlib.nullcontext()) as old:
+            out.write((json.dumps({"fingerprint": fingerprint, "version": _CHECKPOINT_VERSION}) + "\n").encode())
+            for number in sorted(keep or ()):
+                old.seek(keep[number])
+                offsets[number] = out.tell()
+                out.write(old.readline())
+        os.replace(tmp, self.path)
+        self._fh = open(self.path, "a")
+        return offsets
+
+    def append(self, number: int, results: dict[int, list]) -> None:
+        self._fh.write(json.dumps({"block": number, "results": {str(k): v for k, v in results.items()}}) + "\n")
+        self._fh.flush()
+        # fsync at most once a second: cheap blocks (unscorable records) would otherwise wait on the disk;
+        # a crash loses at most that second, and a torn line is dropped on reading
+        now = time.monotonic()
+        if now - self._synced >= 1.0:
+            os.fsync(self._fh.fileno())
+            self._synced = now
+
+    def finish(self) -> None:
+        self._fh.write(json.dumps({"done": True}) + "\n")
+        self.close()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+
+
+def checkpoint_dir(out: str | None, table: str | None, fingerprint: str) -> Path | None:
+    for path in (out, table):
+        if path is not None and path != "-":
+            return Path(path + ".evo2lite-ckpt")
+    if out == "-":
+        return Path.cwd() / f"evo2lite-score-vcf-{fingerprint[:16]}.evo2lite-ckpt"
+    return None
+
+
+def check_complete(out: str | None, fingerprint: str) -> None:
+    """With --resume and every output present: fine if the VCF was made by this very run."""
+    if out is None or out == "-":
+        return
+    from ..pipelines.fasta import open_binary
+
+    with open_binary(out) as fh:
+        for raw in fh:
+            if not raw.startswith(b"##"):
+                break
+            if raw.startswith(b"##evo2lite_fingerprint="):
+                if raw.strip().split(b"=", 1)[1].decode() == fingerprint:
+                    return
+                break
+    raise Evo2LiteError(f"{out} exists but was made from other inputs or options; pass --force to overwrite it")
+
+
+# ----------------------------------------------------------------------------------------------------
+# VCF text
+
+
+def _fmt_score(score) -> str:
+    return "." if score is None or not math.isfinite(score) else f"{score:.6g}"
+
+
+def _meta_lines(meta: dict[str, str], prefix: str) -> list[str]:
+    return [f"{prefix}evo2lite_{key}={' '.join(str(value).split())}\n" for key, value in meta.items()]
+
+
+def output_header(header, meta: dict[str, str], window: int, reduce: str, strand: str) -> str:
+    """The input's header text (as htslib completed it) with our INFO and ##evo2lite_* lines in place of
+    any earlier ones. Text, not pysam's header API: htslib cannot re-add an ID it has removed."""
+    ours = (f"##INFO=<ID={TAG_SCORE},", f"##INFO=<ID={TAG_STATUS},", "##evo2lite_")
+    lines = [line for line in str(header).splitlines(keepends=True) if not line.startswith(ours)]
+    reasons = ", ".join(k for k in V.STATUS_DESCRIPTIONS if k != V.STATUS_OK)
+    added = [
+        f'##INFO=<ID={TAG_SCORE},Number=A,Type=Float,Description="evo2lite log-likelihood of the ALT window '
+        f'minus the REF window ({window} bases centred on the variant, reduce={reduce}, strand={strand}); '
+        f'missing where not scored, see {TAG_STATUS}">\n',
+        f'##INFO=<ID={TAG_STATUS},Number=A,Type=String,Description="ok if scored, else why not: {reasons}">\n',
+    ] + _meta_lines(meta, "##")
+    return "".join(lines[:-1] + added + lines[-1:])
+
+
+def annotate(line: str, entries: list[list] | None) -> str:
+    """A VCF text line with our INFO tags replacing any old ones (none for a record without ALT)."""
+    cols = line.rstrip("\n").split("\t")
+    items = [] if cols[7] == "." else [kv for kv in cols[7].split(";")
+                                       if kv.split("=", 1)[0] not in (TAG_SCORE, TAG_STATUS)]
+    if entries and cols[4] != ".":
+        items.append(f"{TAG_SCORE}=" + ",".join(_fmt_score(s) for s, _ in entries))
+        items.append(f"{TAG_STATUS}=" + ",".join(status for _, status in entries))
+    cols[7] = ";".join(items) or "."
+    return "\t".join(cols) + "\n"
+
+
+def _tabix(path: Path) -> bool:
+    """Index a bgzipped VCF (.tbi, or .csi for contigs past 2^29); False if it cannot be (unsorted input)."""
+    import pysam
+
+    for csi in (False, True):
+        try:
+            pysam.tabix_index(str(path), preset="vcf", force=True, keep_original=True, csi=csi)
+            return True
+        except (OSError, ValueError, pysam.SamtoolsError):
+            continue
+    return False
+
+
+# ----------------------------------------------------------------------------------------------------
+# Streamed outputs
+
+
+class Outputs:
+    """The annotated VCF (``out``: .vcf, .vcf.gz or - for stdout) and/or the table (``table``: .tsv,
+    .tsv.gz or .parquet), written record by record in input order. Also keeps the table as a DataFrame
+    when ``keep_table`` (API use; memory then grows with the number of ALTs). Enter it in ``stack``:
+    nothing is left behind unless :meth:`finish` completes."""
+
+    def __init__(self, stack: contextlib.ExitStack, out: str | None, table: str | None, meta: dict[str, str],
+                 keep_table: bool):
+        self.out, self.table, self.meta = out, table, meta
+        self.rows: list[tuple] | None = [] if keep_table else None
+        self._stack = stack
+        self._body = None
+        if out is not None:
+            folder = Path(out).parent if out != "-" else Path(tempfile.gettempdir())
+            fd, name = tempfile.mkstemp(prefix=f".{Path(out).name}.body.", dir=folder)
+            self._body_path = Path(name)
+            stack.callback(self._body_path.unlink, missing_ok=True)
+            self._body = stack.enter_context(open(fd, "w", encoding="utf-8", newline="\n"))
+        self._table_write = None
+        if table is not None:
+            self._table_tmp = stack.enter_context(atomic_path(table))
+            self._table_write = self._open_parquet() if table.endswith(".parquet") else self._open_tsv()
+
+    def _open_tsv(self):
+        raw = self._stack.enter_context(open(self._table_tmp, "wb"))
+        # mtime 0: a gzip header without a timestamp, so reruns are byte-identical
+        binary = (self._stack.enter_context(gzip.GzipFile(fileobj=raw, mode="wb", mtime=0))
+                  if self.table.endswith(".gz") else raw)
+        import io
+
+        text = self._stack.enter_context(io.TextIOWrapper(binary, encoding="utf-8", newline="\n"))
+        text.writelines(_meta_lines(self.meta, "#"))
+        writer = csv.writer(text, delimiter="\t", lineterminator="\n")
+        writer.writerow(TABLE_COLUMNS)
+
+        def write(row):
+            writer.writerow([*row[:5], "" if math.isnan(row[5]) else f"{row[5]:.6g}", row[6]])
+
+        return write
+
+    def _open_parquet(self):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema([("chrom", pa.string()), ("pos", pa.int64()), ("id", pa.string()), ("ref", pa.string()),
+                            ("alt", pa.string()), ("score", pa.float64()), ("status", pa.string())],
+                           metadata={f"evo2lite_{k}": str(v) for k, v in self.meta.items()})
+        writer = pq.ParquetWriter(str(self._table_tmp), schema)
+        pending: list[tuple] = []
+
+        def flush():
+            if pending:
+                writer.write_table(pa.Table.from_pylist([dict(zip(TABLE_COLUMNS, r)) for r in pending], schema))
+                pending.clear()
+
+        def write(row):
+            pending.append(row)
+            if len(pending) >= _PARQUET_ROWS:
+                flush()
+
+        def close():
+            flush()
+            writer.close()
+
+        self._parquet_close = close
+        self._stack.callback(lambda: writer.is_open and writer.close())
+        return write
+
+    def write(self, variant: V.Variant, line: str, entries: list[list]) -> None:
+        """One record: its VCF line annotated with ``entries`` ([score or None, status] per ALT)."""
+        if self._body is not None:
+            self._body.write(annotate(line, entries))
+        if self._table_write is None and self.rows is None:
+            return
+        for alt, (score, status) in zip(variant.alts or (".",), entries):
+            row = (variant.chrom, variant.pos, variant.id or ".", variant.ref, alt,
+                   math.nan if score is None else float(score), status)
+            if self._table_write is not None:
+                self._table_write(row)
+            if self.rows is not None:
+                self.rows.append(row)
+
+    def finish(self, header_text: str):
+        """Put the header in front of the VCF body, index a .vcf.gz, move everything into place; returns
+        the kept table (a DataFrame) or None."""
+        if self.table is not None and self.table.endswith(".parquet"):
+            self._parquet_close()
+        if self.out is not None:
+            self._body.close()
+            self._finish_vcf(header_text)
+        frame = None
+        if self.rows is not None:
+            import pandas as pd
+
+            frame = pd.DataFrame(self.rows, columns=TABLE_COLUMNS)
+        return frame
+
+    def _finish_vcf(self, header_text: str) -> None:
+        import pysam
+
+        out = self.out
+        gz = out != "-" and out.endswith((".gz", ".bgz"))
+        with contextlib.ExitStack() as stack:
+            if out == "-":
+                sys.stdout.flush()
+                sink = sys.stdout.buffer
+            else:
+                vcf_tmp = stack.enter_context(atomic_path(out))
+                sink = stack.enter_context(pysam.BGZFile(str(vcf_tmp), "wb") if gz else open(vcf_tmp, "wb"))
+            sink.write(header_text.encode())
+            with open(self._body_path, "rb") as body:
+                shutil.copyfileobj(body, sink, 1 << 20)
+            if out == "-":
+                sys.stdout.flush()
+                return
+            sink.close()
+            indexed = gz and _tabix(vcf_tmp)
+            if gz and not indexed:
+                warn(f"{out}: not indexed (tabix needs records sorted by position, as the input was not)")
+        # The data file is in place now; move the index beside it (a stale one goes).
+        if gz:
+            for suffix in (".tbi", ".csi"):
+                stale = Path(out + suffix)
+                stale.unlink(missing_ok=True)
+                made = Path(str(vcf_tmp) + suffix)
+                if made.exists():
+                    os.replace(made, stale)

@@ -1,0 +1,130 @@
+"""score-vcf, records -> results: blocks of records, each ALT's status, and the sites the model scores.
+
+A block is a run of consecutive records (never splitting one position) cut only by the input and the
+options, so a checkpointed, resumed or sharded run makes the same batches and the same output bytes.
+Within a block, records at one position form a site: one REF window, one job per strand for all its ALTs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from ..errors import Evo2LiteError
+from ..pipelines import vcf as V
+from . import score_vcf_jobs as jobs
+
+__all__ = ["Context", "Item", "record_status", "score_block", "blocks"]
+
+# One record of a block: the parsed variant and its VCF text line (what the annotated output rewrites).
+Item = tuple[V.Variant, str]
+
+
+class Context:
+    """What scoring a block needs: reference, contig aliases, model and options."""
+
+    def __init__(self, reference, model, window: int, reduce: str, strand: str, batch_size: int):
+        self.reference = reference
+        self.model = model
+        self.window = window
+        self.reduce = reduce
+        self.strand = strand
+        self.batch_size = batch_size
+        self._aliases: dict[str, str | None] = {}
+
+    def contig(self, chrom: str) -> str | None:
+        if chrom not in self._aliases:
+            try:
+                self._aliases[chrom] = self.reference.resolve(chrom)
+            except Evo2LiteError:
+                self._aliases[chrom] = None
+        return self._aliases[chrom]
+
+
+def record_status(variant: V.Variant, ctx: Context) -> str:
+    """The status every ALT of a record shares: contig, REF text, range, REF against the reference."""
+    contig = ctx.contig(variant.chrom)
+    if contig is None:
+        return V.STATUS_CONTIG_ABSENT
+    ref_class = V.classify_allele(variant.ref)
+    if ref_class == V.STATUS_IUPAC:
+        return V.STATUS_IUPAC
+    if ref_class not in (V.STATUS_OK, V.STATUS_N_ALLELE):  # an N in REF matches any reference base
+        return V.STATUS_INVALID_ALLELE
+    if variant.start < 0 or variant.end > ctx.reference.contigs[contig]:
+        return V.STATUS_OUT_OF_RANGE
+    under = ctx.reference.fetch(contig, variant.start, variant.end).upper()
+    if not V.check_ref(variant.ref, under):
+        return V.STATUS_REF_MISMATCH
+    if "N" in under:
+        return V.STATUS_N_AT_VARIANT
+    return V.STATUS_OK
+
+
+def score_block(block: list[Item], ctx: Context) -> dict[int, list[list]]:
+    """Results of a block: record index -> [[score or None, status], ...] (one entry per ALT)."""
+    results: dict[int, list[list]] = {}
+    sites: dict[tuple[str, int], list[tuple[V.Variant, int]]] = {}
+    for variant, _ in block:
+        if not variant.alts:
+            results[variant.index] = [[None, V.STATUS_MISSING_ALT]]
+            continue
+        shared = None
+        entries = []
+        for i, alt in enumerate(variant.alts):
+            status = V.classify_allele(alt)
+            if status == V.STATUS_OK:
+                shared = shared or record_status(variant, ctx)
+                status = shared
+            entries.append([None, status])
+            if status == V.STATUS_OK:
+                sites.setdefault((ctx.contig(variant.chrom), variant.start), []).append((variant, i))
+        results[variant.index] = entries
+
+    planned = []  # (job, [(record, alt index)], lengths)
+    for (contig, start), members in sites.items():
+        ref_len = max(len(v.ref) for v, _ in members)
+        site = V.site_context(lambda s, e, c=contig: ctx.reference.fetch(c, s, e), ctx.reference.contigs[contig],
+                              start, ctx.window, ref_len)
+        alt_windows, scored = [], []
+        for v, i in members:
+            alt_window = V.allele_windows(site, v.ref, v.alts[i])[1]
+            status = V.window_status(site.ref_window, alt_window)
+            if status == V.STATUS_OK:
+                alt_windows.append(alt_window)
+                scored.append((v, i))
+            else:
+                results[v.index][i][1] = status
+        if not scored:
+            continue
+        for job, which, lengths in jobs.site_jobs(site.ref_window, alt_windows, start - site.win_start, ref_len,
+                                                  ctx.strand):
+            planned.append((job, [(scored[k][0].index, scored[k][1]) for k in which], lengths))
+
+    if planned:
+        terms = jobs.run_jobs(ctx.model, [job for job, _, _ in planned], ctx.batch_size)
+        totals: dict[tuple[int, int], list[float]] = {}
+        for (job, keys, lengths), job_terms in zip(planned, terms):
+            for key, delta in zip(keys, jobs.deltas(job, job_terms, lengths, ctx.reduce)):
+                totals.setdefault(key, []).append(delta)
+        for (index, i), deltas in totals.items():
+            results[index][i][0] = float(sum(deltas) / len(deltas))  # strand both: forward and RC
+    return results
+
+
+def blocks(records: Iterable[tuple[int, object]], target_rows: int) -> Iterator[tuple[int, list[Item]]]:
+    """(block number, [(Variant, VCF line)]) from ``(index, pysam record)`` pairs: consecutive records
+    until about ``target_rows`` windows, never splitting one position. Depends only on the records and
+    the options."""
+    block: list[Item] = []
+    rows, last_key, number = 0, None, 0
+    for index, rec in records:
+        variant = V.variant_from_record(rec, index)
+        key = (variant.chrom, variant.start)
+        if block and rows >= target_rows and key != last_key:
+            yield number, block
+            number, block, rows = number + 1, [], 0
+        rows += len(variant.alts) + (key != last_key)
+        block.append((variant, str(rec)))
+        last_key = key
+    if block:
+        yield number, block

@@ -1,0 +1,176 @@
+"""The context-parallel checks one gloo rank runs (spawned by test_context_parallel.py): every block kind
+and a whole tiny model under every scheme, against the single-process result computed on the same rank.
+Rank 0 writes {check name: [max |cp - ref|, max |ref|]} as JSON."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+
+from evo2lite.config import ModelConfig
+from evo2lite.model import StripedHyena2, init_weights_
+
+TINY = dict(d_model=32, num_heads=2, d_mlp=48, num_se_groups=4, num_mr_groups=4, mr_filter_len=16,
+            rotary_scale=4.0, context_len=256)
+
+
+def _randomise(model: StripedHyena2, seed: int) -> StripedHyena2:
+    """init_weights_ and then non-trivial values where it leaves zeros or ones (biases, norms, D)."""
+    init_weights_(model, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("bias", "scale", ".D")):
+                p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def _record(out: dict, name: str, got: torch.Tensor, want: torch.Tensor) -> None:
+    out[name] = [float((got.detach() - want.detach()).abs().max()), float(want.detach().abs().max())]
+
+
+def _grads(model, group) -> dict[str, torch.Tensor]:
+    """Parameter gradients summed over the context-parallel ranks (what DDP's all-reduce does)."""
+    import torch.distributed as dist
+
+    grads = {}
+    for name, p in model.named_parameters():
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        g = g.clone()
+        dist.all_reduce(g, group=group)
+        grads[name] = g
+    return grads
+
+
+def check_blocks(out: dict, world: int, rank: int, lengths: list[int]) -> None:
+    from evo2lite.parallel import apply_context_parallel, shard_sequence
+
+    schemes = {"S": [("p2p", "a2a")], "M": [("p2p", "a2a"), ("a2a", "a2a")], "L": [("p2p", "a2a"), ("p2p", "p2p")],
+               "A": [("p2p", "a2a")]}
+    for kind, combos in schemes.items():
+        ref = _randomise(StripedHyena2(ModelConfig(layout=kind, **TINY)), seed=3)
+        for mr, lr in combos:
+            for impl in (("reference", "fused") if kind == "A" else ("auto",)):
+                model = copy.deepcopy(ref)
+                apply_context_parallel(model, None, mr_scheme=mr, lr_scheme=lr, attention_impl=impl)
+                for L in lengths:
+                    gen = torch.Generator().manual_seed(L)
+                    x = torch.randn(2, L, TINY["d_model"], generator=gen)
+                    g = torch.randn(2, L, TINY["d_model"], generator=gen)
+                    ref.zero_grad()
+                    x_ref = x.clone().requires_grad_()
+                    y_ref = ref.blocks[0](x_ref)[0]
+                    (y_ref * g).sum().backward()
+                    model.zero_grad()
+                    x_cp = shard_sequence(x, world, rank).requires_grad_()
+                    y_cp = model.blocks[0](x_cp)[0]
+                    (y_cp * shard_sequence(g, world, rank)).sum().backward()
+                    tag = f"block {kind} mr={mr} lr={lr} attn={impl} L={L}"
+                    _record(out, f"{tag} out", y_cp, shard_sequence(y_ref, world, rank))
+                    _record(out, f"{tag} dx", x_cp.grad, shard_sequence(x_ref.grad, world, rank))
+                    grads = _grads(model, None)
+                    for name, p in ref.named_parameters():
+                        if name.startswith("blocks."):
+                            _record(out, f"{tag} d{name}", grads[name], p.grad)
+
+
+def check_model(out: dict, world: int, rank: int, layout: str, L: int) -> None:
+    """A training step's loss and gradients: weighted next-token cross entropy normalised by the global
+    weight, as evo2lite.apps.train does."""
+    from evo2lite.parallel import apply_context_parallel, shard_sequence
+    from evo2lite.train_params import make_trainable
+
+    ref = _randomise(StripedHyena2(ModelConfig(layout=layout, **TINY)), seed=5)
+    make_trainable(ref)  # the trainer's parametrizations (MR decay, LR p/gamma)
+    gen = torch.Generator().manual_seed(7)
+    ids = torch.randint(0, 256, (2, L + 1), generator=gen)
+    w = torch.rand(2, L, generator=gen)
+    nll = F.cross_entropy(ref(ids[:, :-1]).reshape(-1, 512), ids[:, 1:].reshape(-1), reduction="none")
+    loss_ref = (nll * w.reshape(-1)).sum() / w.sum()
+    loss_ref.backward()
+    for mr, lr in (("p2p", "a2a"), ("a2a", "p2p")):
+        import torch.distributed as dist
+
+        model = copy.deepcopy(ref)
+        model.zero_grad()
+        apply_context_parallel(model, None, mr_scheme=mr, lr_scheme=lr)
+        inp, tgt = shard_sequence(ids[:, :-1], world, rank), shard_sequence(ids[:, 1:], world, rank)
+        w_local = shard_sequence(w, world, rank)
+        weight = w_local.sum()
+        dist.all_reduce(weight)
+        nll = F.cross_entropy(model(inp).reshape(-1, 512), tgt.reshape(-1), reduction="none")
+        loss_local = (nll * w_local.reshape(-1)).sum() / weight
+        loss_local.backward()
+        loss = loss_local.detach().clone()
+        dist.all_reduce(loss)
+        tag = f"model {layout} mr={mr} lr={lr} L={L}"
+        _record(out, f"{tag} loss", loss, loss_ref)
+        grads = _grads(model, None)
+        for name, p in ref.named_parameters():
+            _record(out, f"{tag} d{name}", grads[name], p.grad)
+
+
+def check_mesh(out: dict, world: int, rank: int, L: int) -> None:
+    """apply_context_parallel on the "cp" dimension of a 2-D (dp, cp) DeviceMesh."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from evo2lite.parallel import apply_context_parallel, gather_sequence, shard_sequence
+
+    model = _randomise(StripedHyena2(ModelConfig(layout="SMLA", **TINY)), seed=9)
+    ids = torch.randint(0, 256, (1, L), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = model(ids)
+        mesh = init_device_mesh("cpu", (1, world), mesh_dim_names=("dp", "cp"))
+        ctx = apply_context_parallel(model, mesh)
+        got = gather_sequence(model(shard_sequence(ids, world, rank)), ctx.cp.group)
+    _record(out, f"mesh SMLA L={L} out", got, ref)
+    from evo2lite.parallel import scatter_sequence
+
+    scattered = scatter_sequence(ids if rank == 0 else None, ids.shape, ids.dtype, ctx.cp.group)
+    _record(out, "mesh scatter_sequence out", scattered.float(), shard_sequence(ids, world, rank).float())
+
+
+def check_bf16_attention(out: dict, world: int, rank: int, L: int) -> None:
+    """bf16 ring attention (fused kernels): its error against fp32 within 2x + floor of the error one device
+    makes in bf16 (DESIGN.md's rule). Records [ring error, one-device error, output scale]."""
+    from evo2lite.parallel import apply_context_parallel, gather_sequence, shard_sequence
+
+    model = _randomise(StripedHyena2(ModelConfig(layout="A", **{**TINY, "d_model": 64, "num_heads": 2})), seed=4)
+    x = torch.randn(1, L, 64, generator=torch.Generator().manual_seed(5))
+    mixer = model.blocks[0].mixer
+    with torch.no_grad():
+        ref = mixer(x)
+        one = mixer.to(torch.bfloat16)(x.bfloat16()).float()
+        ctx = apply_context_parallel(model, None)
+        ring = gather_sequence(mixer(shard_sequence(x, world, rank).bfloat16()), ctx.cp.group).float()
+    out[f"bf16 attention L={L}"] = [float((ring - ref).abs().max()), float((one - ref).abs().max()),
+                                    float(ref.abs().max())]
+
+
+def worker(rank: int, world: int, port: int, path: str, which: str) -> None:
+    import torch.distributed as dist
+
+    from evo2lite.parallel.dist import init_distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    init_distributed("cpu", timeout_s=60)
+    out: dict = {}
+    try:
+        c_edge = TINY["mr_filter_len"] - 1  # chunks exactly as long as the MR halo
+        if which in ("blocks", "all"):
+            check_blocks(out, world, rank, [2 * world * c_edge, 2 * world * (c_edge + 9)])
+        if which in ("model", "all"):
+            check_model(out, world, rank, "SMLA", 2 * world * 20)
+            check_mesh(out, world, rank, 2 * world * 16)
+            check_bf16_attention(out, world, rank, 2 * world * 32)
+        if rank == 0:
+            with open(path, "w") as fh:
+                json.dump(out, fh)
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,146 @@
+"""The synthetic token-manipulation tasks (evo2lite/evals): generators, splits, the runner and the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from evo2lite.cli import app
+from evo2lite.evals import IGNORE, TASKS, make_data, run_synthetic
+from evo2lite.evals.report import difficulty_curves, markdown_summary, plot_task
+from evo2lite.evals.runner import RunSpec, run_one
+from evo2lite.evals.tasks import memorization_map
+
+
+def small(task: str, **changes) -> dict:
+    return {**TASKS[task].baseline, **changes}
+
+
+@pytest.mark.parametrize("task", ["in-context-recall", "noisy-in-context-recall"])
+def test_recall_answers_are_recoverable_from_the_inputs(task):
+    data = make_data(TASKS[task], small(task), num_train=8, num_test=32)
+    checked = 0
+    for x, y in zip(data.test_inputs, data.test_targets):
+        for t in np.flatnonzero(y != IGNORE):
+            # the input at t is a key; its value is the target, and the same pair occurred earlier
+            earlier = [j for j in range(t - 1) if x[j] == x[t] and x[j + 1] == y[t]]
+            assert earlier, f"target {y[t]} at {t} is not recoverable"
+            checked += 1
+    assert checked > 100
+
+
+def test_fuzzy_recall_probe_value_follows_its_key_earlier():
+    task = TASKS["fuzzy-in-context-recall"]
+    data = make_data(task, small("fuzzy-in-context-recall"), num_train=4, num_test=16)
+    for x, y in zip(data.test_inputs, data.test_targets):
+        scored = np.flatnonzero(y != IGNORE)
+        assert len(scored)
+        # the last scored run of targets is the probe's value motif; the motif (shifted by one) occurs earlier
+        value = y[scored[-len(scored):]][-1]
+        assert value in x[: scored[-1]]
+
+
+def test_selective_copying_targets_are_the_scattered_tokens_in_order():
+    data = make_data(TASKS["selective-copying"], small("selective-copying", seq_len=64, num_tokens_to_copy=8),
+                     num_train=4, num_test=8)
+    blank = 16 - 2
+    for x, y in zip(data.test_inputs, data.test_targets):
+        copy_at = int(np.flatnonzero(x == 15)[0])
+        to_copy = [t for t in x[:copy_at] if t != blank]
+        assert list(y[y != IGNORE]) == to_copy
+
+
+def test_compression_and_memorization_targets():
+    comp = make_data(TASKS["compression"], small("compression"), num_train=4, num_test=4)
+    assert (comp.test_targets == comp.test_inputs).all() and (comp.test_inputs[:, -1] == 15).all()
+    mem = make_data(TASKS["memorization"], small("memorization"), seed=7, num_train=4, num_test=4)
+    kv = memorization_map(256, 7)
+    for x, y in zip(mem.test_inputs, mem.test_targets):
+        assert all(y[i + 1] == kv[int(x[i])] for i in range(0, len(x), 2))
+        assert (y[::2] == IGNORE).all() and (x[1::2] == 255).all()
+
+
+@pytest.mark.parametrize("task", [t for t in TASKS if t != "memorization"])
+def test_data_is_deterministic_and_splits_are_disjoint(task):
+    setting = small(task, seq_len=64) if task != "selective-copying" else small(task, seq_len=64,
+                                                                                num_tokens_to_copy=8)
+    a = make_data(TASKS[task], setting, seed=3, num_train=64, num_test=32)
+    b = make_data(TASKS[task], setting, seed=3, num_train=64, num_test=32)
+    c = make_data(TASKS[task], setting, seed=4, num_train=64, num_test=32)
+    assert (a.train_inputs == b.train_inputs).all() and (a.test_targets == b.test_targets).all()
+    assert not np.array_equal(a.train_inputs, c.train_inputs)
+    train = {row.tobytes() for row in a.train_inputs}
+    assert not any(row.tobytes() in train for row in a.test_inputs)
+    assert a.train_inputs.shape[1] == a.test_inputs.shape[1]
+
+
+def test_settings_follow_mads_grid():
+    recall = TASKS["in-context-recall"]
+    assert len(recall.settings("baseline")) == 1
+    assert len(recall.settings("reduced")) == 4
+    assert len(recall.settings("full")) == 1 + 3 + 3 + 4
+    assert {s["seq_len"] for s in recall.settings("full")} == {128, 256, 512, 1024}
+
+
+def test_a_tiny_model_learns_the_easiest_in_context_recall():
+    setting = dict(vocab_size=8, seq_len=16, num_train_examples=1024, multi_query=True)
+    spec = RunSpec("SS", "in-context-recall", tuple(sorted(setting.items())), "", 3e-3, 0.0, 200, 150, 64, 1,
+                   "cpu")
+    row = run_one(spec)
+    # 4 keys, 4 values: chance is 0.25
+    assert row["test_acc"] > 0.6, row
+    assert row["steps"] == 150
+
+
+def test_runner_resumes_and_reports(tmp_path):
+    out = tmp_path / "r.parquet"
+    kw = dict(grid="reduced", max_steps=2, batch_size=32)
+    df = run_synthetic(["S", "A"], ["compression"], out, **kw)
+    assert len(df) == 2 * 4 and out.exists()
+    calls = []
+    df2 = run_synthetic(["S", "A"], ["compression"], out, resume=True, progress=calls.append, **kw)
+    assert calls == [] and len(df2) == len(df)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), df2.astype(pd.read_parquet(out).dtypes.to_dict()))
+    curves = difficulty_curves(df, "compression")
+    assert set(curves) == {"vocab_size", "seq_len", "num_train_examples"}
+    assert [x for x, _ in curves["seq_len"]["S"]] == [32.0, 64.0]
+    fig = plot_task(df, "compression", tmp_path / "c.png")
+    line = fig.axes[1].get_lines()[0]
+    assert list(line.get_xdata()) == [32.0, 64.0]
+    assert (tmp_path / "c.png").stat().st_size > 0
+    assert "| S |" in markdown_summary(df)
+
+
+def test_cli_eval_synthetic(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "o.parquet"
+    res = runner.invoke(app, ["eval", "synthetic", "--layouts", "S", "--tasks", "compression", "--grid",
+                              "baseline", "--max-steps", "1", "--batch-size", "16", "-o", str(out),
+                              "--plots", str(tmp_path / "plots")])
+    assert res.exit_code == 0, res.output
+    assert "| S |" in res.stdout and (tmp_path / "plots" / "compression.png").exists()
+    res = runner.invoke(app, ["eval", "synthetic", "--layouts", "SX", "--tasks", "compression", "-o",
+                              str(tmp_path / "b.parquet")])
+    assert res.exit_code == 2 and "layout" in res.stderr
+    res = runner.invoke(app, ["eval", "synthetic", "--tasks", "nope", "-o", str(tmp_path / "c.parquet")])
+    assert res.exit_code == 2 and "unknown task" in res.stderr
+    res = runner.invoke(app, ["eval", "synthetic", "--tasks", "compression", "-o", str(out)])
+    assert res.exit_code == 2  # exists, no --force / --resume
+
+
+def test_parallel_jobs_give_the_rows_of_one_process(tmp_path):
+    kw = dict(grid="baseline", max_steps=2, batch_size=32)
+    one = run_synthetic(["S", "A"], ["compression"], tmp_path / "a.parquet", **kw)
+    two = run_synthetic(["S", "A"], ["compression"], tmp_path / "b.parquet", jobs=2, **kw)
+    key = ["layout", "setting"]
+    a, b = one.sort_values(key).reset_index(drop=True), two.sort_values(key).reset_index(drop=True)
+    assert list(a["test_acc"]) == list(b["test_acc"])
+
+
+def test_time_budget_stops_new_runs_and_resume_finishes(tmp_path):
+    out = tmp_path / "t.parquet"
+    kw = dict(grid="baseline", max_steps=1, batch_size=16)
+    assert len(run_synthetic(["S", "A"], ["compression"], out, time_budget=0, **kw)) == 0
+    assert len(run_synthetic(["S", "A"], ["compression"], out, resume=True, **kw)) == 2
