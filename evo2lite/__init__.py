@@ -6,9 +6,17 @@ Public API: load_model, score_sequences, ModelConfig, PRESETS; the apps add thei
 
 from __future__ import annotations
 
+import os as _os
 from importlib import import_module
 
 __version__ = "0.1.0"
+
+# Imported from a source checkout (e.g. `python -c` in the repo root shadowing the installed package):
+# kernels/ and pipelines/ sit beside the package, where pyproject's package-dir mapping puts them on install.
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if (not _os.path.isdir(_os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "kernels"))
+        and _os.path.isfile(_os.path.join(_root, "kernels", "__init__.py"))):
+    __path__.append(_root)  # noqa: F821  (the package's own __path__)
 
 _LAZY = {
     "ModelConfig": "evo2lite.config",
