@@ -9,6 +9,7 @@ of all ranks, data- and context-parallel alike, sum to the global gradient.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import os
@@ -136,6 +137,9 @@ def init_distributed(device: str | None = None, *, context_parallel: int = 1, ti
             with peer_failure_guard(timeout_s):
                 dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
                                         timeout=datetime.timedelta(seconds=timeout_s))
+            # a rank that exits with its group alive can abort in gloo's threads ("terminate called
+            # without an active exception") while a peer is still writing the output
+            atexit.register(_destroy_process_group)
         if context_parallel > 1:
             # every rank creates every group, in the same order (torch.distributed requires it)
             for dp_rank in range(world // context_parallel):
@@ -144,6 +148,14 @@ def init_distributed(device: str | None = None, *, context_parallel: int = 1, ti
                 if d.rank in ranks:
                     d.cp_group = group
     return d, dev
+
+
+def _destroy_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.destroy_process_group()
 
 
 def device_mesh(d: Dist, device: torch.device):
