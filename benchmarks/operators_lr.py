@@ -241,6 +241,7 @@ def main():
     ap.add_argument("--d", type=int, default=4096)
     ap.add_argument("--tokens", type=int, default=65536)
     ap.add_argument("--lengths", default=None, help="comma-separated L values (default 8K,32K,128K,1M)")
+    ap.add_argument("--ops", default=None, help="comma-separated substrings: time only the operators named so")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -256,6 +257,8 @@ def main():
         B = max(1, args.tokens // L)
         for fns in (core_fns(B, L, args.d), full_fns(B, L, args.d)):
             for name, make in fns.items():
+                if args.ops and not any(o in name for o in args.ops.split(",")):
+                    continue
                 for mode in ("fwd", "fwd+bwd"):
                     try:
                         f = make(mode)

@@ -117,8 +117,10 @@ class ModalFilter(nn.Module):
 class HyenaMixer(nn.Module):
     """y = q * (h * (k v) [+ D k v]) after a bias-free input projection and a length-3 featurizer on all 3D
     channels, with q/k/v interleaved per channel (spec §2.4). SE and MR run featurizer-to-gate as one fused
-    Triton op on CUDA (kernels/hyena) unless `backend` (set per module at call time) is "reference"; a chunk
-    that continues a sequence (carried FIR tails in `state`) takes the reference ops."""
+    Triton op on CUDA (kernels/hyena) unless `backend` (set per module at call time) is "reference". A chunk
+    that continues a sequence (carried FIR tails in `state`) runs fused too when it is longer than the filter's
+    reach back (K + featurizer_len - 2 positions): only those first outputs see the carried tails, and they are
+    recomputed by the reference ops from the tails; shorter chunks (decode steps) take the reference ops."""
 
     backend = "auto"
 
@@ -135,11 +137,23 @@ class HyenaMixer(nn.Module):
         if (self.backend == "reference" or type(self.featurizer) is not ShortFilter
                 or type(self.filter) not in (ShortFilter, MediumFilter) or self.featurizer.h.shape[1] != 3):
             return False
-        if state is not None and ("featurizer_tail" in state or "filter_tail" in state):
+        if state is not None and ("featurizer_tail" in state or "filter_tail" in state) \
+                and a_BLD.shape[1] <= self._reach():
             return False
         if torch.compiler.is_compiling():  # torch.compile fuses the reference ops itself; no graph break
             return False
         return self.backend == "triton" or triton_available(a_BLD)
+
+    def _reach(self) -> int:
+        """Outputs of a chunk that depend on inputs before it: the filter's K - 1 pre-gates back, each of which
+        reads featurizer_len - 1 projections further back."""
+        return self.filter.h.shape[1] + self.featurizer.h.shape[1] - 2
+
+    def _reference_core(self, z_BLC: torch.Tensor, state: dict | None, dtype: torch.dtype) -> torch.Tensor:
+        B, L, C = z_BLC.shape
+        z_BLC = self.featurizer(z_BLC, state)
+        q_BLD, k_BLD, v_BLD = z_BLC.view(B, L, C // 3, 3).unbind(-1)  # channel 3c -> q, 3c+1 -> k, 3c+2 -> v
+        return q_BLD * self.filter(k_BLD * v_BLD, state).to(dtype)
 
     def _start_state(self, z_BLC: torch.Tensor, state: dict) -> None:
         """The tails the reference path would leave after a first chunk: the last 2 projections and the last
@@ -152,19 +166,19 @@ class HyenaMixer(nn.Module):
         state["filter_tail"] = next_tail(k_BWD * v_BWD, None, K)
 
     def forward(self, a_BLD: torch.Tensor, state: dict | None = None, position: int = 0) -> torch.Tensor:
-        B, L, D = a_BLD.shape
         if self._fused(a_BLD, state):
             z_BLC = self.in_proj(a_BLD)
             mr = type(self.filter) is MediumFilter
             y_BLD = hyena_conv(z_BLC, self.featurizer.h, self.filter.h, self.filter.D if mr else None,
                                current_tap="first" if mr else "last", backend="triton")
             if state is not None:
+                if "featurizer_tail" in state:  # the head that reaches back into the carried tails
+                    head = self._reach()
+                    head_BHD = self._reference_core(z_BLC[:, :head], dict(state), a_BLD.dtype)
+                    y_BLD = torch.cat([head_BHD.to(y_BLD.dtype), y_BLD[:, head:]], dim=1)
                 self._start_state(z_BLC, state)
             return self.out_proj(y_BLD)
-        z_BLC = self.featurizer(self.in_proj(a_BLD), state)
-        q_BLD, k_BLD, v_BLD = z_BLC.view(B, L, D, 3).unbind(-1)  # channel 3c -> q, 3c+1 -> k, 3c+2 -> v
-        s_BLD = self.filter(k_BLD * v_BLD, state)
-        return self.out_proj(q_BLD * s_BLD.to(a_BLD.dtype))
+        return self.out_proj(self._reference_core(self.in_proj(a_BLD), state, a_BLD.dtype))
 
 
 class HyenaSE(HyenaMixer):

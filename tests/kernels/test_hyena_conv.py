@@ -159,10 +159,48 @@ def test_mixer_dispatch_and_state_hand_off(kind):
         assert state_f.keys() == state_r.keys() == {"featurizer_tail", "filter_tail"}
         for key in state_r:
             assert torch.equal(state_f[key], state_r[key]), key
-        mixer.backend = "triton"  # a carried tail sends the chunk to the reference ops
+        mixer.backend = "triton"  # a chunk shorter than the filter's reach continues on the reference ops
         y2 = mixer(a[:, 100:], state_f)
         full = outs["reference"][0]
         assert (torch.cat([y1, y2], 1) - full).abs().max() <= 1e-5 * full.abs().max()
+
+
+@pytest.mark.parametrize("kind", ["S", "M"])
+def test_chunked_prefill_runs_fused_and_continues_exactly(kind, monkeypatch):
+    # chunks after the first run on the fused op too (their first K + 1 outputs recomputed from the carried
+    # tails); a decode-sized chunk in between takes the reference ops; the concatenation equals one pass and
+    # the tails left behind equal the reference path's
+    import dataclasses
+
+    from evo2lite.config import PRESETS
+    from evo2lite.kernels import hyena
+    from evo2lite.mixers import MIXERS
+
+    cfg = dataclasses.replace(PRESETS["debug"], d_model=16, num_se_groups=2, num_mr_groups=2, num_heads=1)
+    torch.manual_seed(4)
+    mixer = MIXERS[kind](cfg).to(DEV)
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.normal_(0, 0.3)
+    reach = mixer.filter.h.shape[1] + 1
+    cuts = [0, 150, 151, 151 + reach + 1, 151 + reach + 1 + 3 * reach]
+    a = torch.randn(2, cuts[-1], 16, device=DEV)
+    fused_calls = []
+    real = hyena.hyena_conv
+    monkeypatch.setattr("evo2lite.mixers.hyena_conv",
+                        lambda z, *args, **kw: fused_calls.append(z.shape[1]) or real(z, *args, **kw))
+    with torch.no_grad():
+        mixer.backend = "reference"
+        full, state_r = mixer(a), {}
+        mixer(a, state_r)
+        mixer.backend = "triton"
+        state, ys = {}, []
+        for lo, hi in zip(cuts, cuts[1:]):
+            ys.append(mixer(a[:, lo:hi], state))
+    assert fused_calls == [150, reach + 1, 3 * reach]  # the 1-token step took the reference ops
+    assert (torch.cat(ys, 1) - full).abs().max() <= 1e-5 * full.abs().max()
+    for key in state_r:
+        torch.testing.assert_close(state[key], state_r[key], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("D,G", [(32, 2), (30, 2), (8, 8)])  # group sizes 16, 15, 1
