@@ -100,13 +100,21 @@ def fp8_gemm_ref(q_NK: torch.Tensor, w_CK: torch.Tensor, scale_inv_x: torch.Tens
 def fp8_gemm(q_NK: torch.Tensor, w_CK: torch.Tensor, scale_inv_x: torch.Tensor, scale_inv_w: torch.Tensor,
              backend: str) -> torch.Tensor:
     if backend == "scaled_mm":
-        return torch._scaled_mm(q_NK, w_CK.t(), scale_a=scale_inv_x.reshape(()), scale_b=scale_inv_w.reshape(()),
-                                out_dtype=torch.bfloat16, use_fast_accum=True)
+        # fresh 0-d copies: the scales are elements of TE's (3,) meta vectors, and cuBLASLt refuses a scale
+        # pointer that is not 16-byte aligned (CUBLAS_STATUS_NOT_SUPPORTED, seen on the H200)
+        return torch._scaled_mm(q_NK, w_CK.t(), scale_a=scale_inv_x.reshape(()).clone(),
+                                scale_b=scale_inv_w.reshape(()).clone(), out_dtype=torch.bfloat16,
+                                use_fast_accum=True)
     if backend == "mmaemu":
         import mmaemu
+        from mmaemu.errors import MmaemuError
 
-        return mmaemu.scaled_mm(q_NK, w_CK.t(), scale_inv_x.reshape(()), scale_inv_w.reshape(()),
-                                out_dtype=torch.bfloat16, use_fast_accum=True, profile="hopper-te")
+        try:
+            return mmaemu.scaled_mm(q_NK, w_CK.t(), scale_inv_x.reshape(()), scale_inv_w.reshape(()),
+                                    out_dtype=torch.bfloat16, use_fast_accum=True, profile="hopper-te")
+        except MmaemuError as exc:  # e.g. a GEMM shape outside what it has recorded of the H100's cuBLASLt
+            raise Evo2LiteError(f"--fp8 mmaemu cannot compute this model's FP8 projections exactly "
+                                f"({str(exc).split(':')[0]}); use another --fp8 backend") from None
     return fp8_gemm_ref(q_NK, w_CK, scale_inv_x, scale_inv_w)
 
 
@@ -210,6 +218,11 @@ def choose_fp8(config, device: torch.device, fp8: str = "auto", allow_inexact: b
     backend name."""
     if fp8 not in ("auto", "off", *BACKENDS):
         raise Evo2LiteError(f"--fp8 must be auto, off, {', '.join(BACKENDS)}; got {fp8!r}")
+    if fp8 == "mmaemu":
+        try:
+            import mmaemu  # noqa: F401
+        except ImportError:
+            raise Evo2LiteError('--fp8 mmaemu needs the mmaemu package: pip install "evo2lite[fp8]"') from None
     if fp8 == "scaled_mm" and exact_backend(device) != "scaled_mm":
         raise Evo2LiteError("--fp8 scaled_mm needs a Hopper GPU (sm_90): torch._scaled_mm elsewhere does not "
                             "accumulate as Hopper does")

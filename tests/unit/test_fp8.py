@@ -152,6 +152,35 @@ def test_scaled_mm_close_to_emulation_on_hopper():
     torch.testing.assert_close(got, want, rtol=2e-2, atol=1e-3)
 
 
+def test_scaled_mm_gets_aligned_scales_from_the_meta_vectors(monkeypatch):
+    # the layer's scales are elements of TE's (3,) vectors (the weight's at a 4-byte offset); cuBLASLt
+    # answers CUBLAS_STATUS_NOT_SUPPORTED to a scale pointer that is not 16-byte aligned (seen on the H200)
+    seen = {}
+
+    def scaled_mm(a, b, scale_a, scale_b, out_dtype, use_fast_accum):
+        seen.update(a=scale_a, b=scale_b)
+        return F8.fp8_gemm_ref(a, b.t(), scale_a, scale_b)
+
+    monkeypatch.setattr(torch, "_scaled_mm", scaled_mm)
+    scaling = DelayedScaling.fresh()
+    scaling.scale_inv = torch.tensor([0.5, 0.25, 1.0])
+    layer = Fp8Linear(_linear(), scaling, "scaled_mm")
+    layer(torch.randn(1, 5, 32))
+    for t in (seen["a"], seen["b"]):
+        assert t.dim() == 0 and t.dtype == torch.float32 and t.data_ptr() % 16 == 0
+    assert (seen["a"].item(), seen["b"].item()) == (0.5, 0.25)
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)),
+                    reason="torch._scaled_mm with Hopper's fast accumulation needs an sm_90 GPU")
+def test_fp8_linear_on_hopper_matches_emulation():
+    lin = _linear().cuda()
+    x = torch.randn(3, 7, 32, device="cuda")
+    got = Fp8Linear(lin, DelayedScaling.fresh("cuda"), "scaled_mm")(x).float()
+    want = Fp8Linear(lin, DelayedScaling.fresh("cuda"), "emulate")(x).float()
+    torch.testing.assert_close(got, want, rtol=2e-2, atol=1e-3)
+
+
 def test_scaling_state_survives_inference_mode_and_back():
     from evo2lite.loading import load_model
 
