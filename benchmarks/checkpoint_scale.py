@@ -248,9 +248,11 @@ def section_forward(args, device: str) -> dict:
                 except torch.OutOfMemoryError:
                     raise
                 except Exception as exc:  # a kernel of the auto dispatch failing here: fall back, say so
-                    from evo2lite.mixers import ModalFilter
+                    from evo2lite.mixers import HyenaLR
 
-                    ModalFilter.backend = "reference"
+                    for block in model.modules():  # the LR blocks' switch (HyenaMixer.backend)
+                        if isinstance(block, HyenaLR):
+                            block.backend = "reference"
                     res["modal_backend"] = f"reference (auto failed: {type(exc).__name__}: {str(exc)[:200]})"
                     timed_forward(model, ids, device)
                 if device == "cuda":

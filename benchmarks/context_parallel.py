@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import importlib.util
 import json
 import os
 import sys
@@ -35,32 +34,10 @@ import time
 from pathlib import Path
 
 START = time.perf_counter()  # the budget counts from here: imports and process-group start included
-ROOT = Path(__file__).resolve().parents[1]
-GiB = 1 << 30
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import GiB, bootstrap, default_out, human, parse_length  # noqa: E402
 
-
-def _bootstrap() -> None:
-    """Import evo2lite from this checkout when it is not installed (kernels/, pipelines/ mapped as setuptools
-    maps them)."""
-    try:
-        import evo2lite.kernels  # noqa: F401
-        return
-    except ModuleNotFoundError:
-        pass
-    sys.path.insert(0, str(ROOT))
-    import evo2lite
-
-    for sub in ("kernels", "pipelines"):
-        name = f"evo2lite.{sub}"
-        spec = importlib.util.spec_from_file_location(name, ROOT / sub / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT / sub)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        setattr(evo2lite, sub, module)
-
-
-_bootstrap()
+bootstrap()
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
@@ -75,18 +52,6 @@ from evo2lite.parallel import (apply_context_parallel, context_parallel_disabled
 from evo2lite.parallel.comm import (CPGroup, all_gather, channel_to_seq, halo_exchange, ring_shift,  # noqa: E402
                                     seq_to_channel, wait)
 from evo2lite.parallel.dist import init_distributed  # noqa: E402
-
-
-def parse_length(text: str) -> int:
-    text = text.strip().lower()
-    scale = {"k": 1024, "m": 1 << 20}.get(text[-1:], 1)
-    return int(float(text[:-1] if scale > 1 else text) * scale)
-
-
-def human(n: int) -> str:
-    if n >= 1 << 20 and n % (1 << 20) == 0:
-        return f"{n >> 20}M"
-    return f"{n >> 10}k" if n >= 1024 and n % 1024 == 0 else str(n)
 
 
 class Bench:
@@ -523,7 +488,7 @@ def main() -> None:
     p.add_argument("--no-single", dest="single", action="store_false", help="skip the 1-device runs")
     p.add_argument("--quick", action="store_true", help="small lengths (a smoke run, CPU/gloo)")
     p.add_argument("--device", default=None)
-    p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "benchmarks" / "out"))
+    p.add_argument("--out", default=default_out())
     args = p.parse_args()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world < 2:

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib
-import importlib.util
 import json
 import math
 import os
@@ -35,34 +33,10 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-ROOT = Path(__file__).resolve().parents[1]
-GiB = 1 << 30
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import GiB, ROOT, bootstrap, default_out, human, parse_length  # noqa: E402
 
-
-def _bootstrap() -> None:
-    """Import evo2lite from this checkout; map kernels/ and pipelines/ to evo2lite.kernels/.pipelines as
-    the installed package does (setuptools package-dir), when evo2lite is not installed."""
-    try:
-        import evo2lite.kernels  # noqa: F401
-        return
-    except ModuleNotFoundError:
-        pass
-    sys.path.insert(0, str(ROOT))
-    import evo2lite
-
-    for sub in ("kernels", "pipelines"):
-        name = f"evo2lite.{sub}"
-        if name in sys.modules:
-            continue
-        spec = importlib.util.spec_from_file_location(name, ROOT / sub / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT / sub)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        setattr(evo2lite, sub, module)
-
-
-_bootstrap()
+bootstrap()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -73,20 +47,6 @@ from evo2lite.model import StripedHyena2, init_weights_  # noqa: E402
 
 STACK = dict(layout="SMLASML", d_model=4096, num_heads=32, d_mlp=11264, num_se_groups=256, num_mr_groups=256,
              rotary_scale=128.0, context_len=1 << 20, name="evo2_7b 7-block stack")
-
-
-def parse_length(text: str) -> int:
-    text = text.strip().lower()
-    scale = {"k": 1024, "m": 1 << 20}.get(text[-1:], 1)
-    return int(float(text[:-1] if scale > 1 else text) * scale)
-
-
-def human(n: int) -> str:
-    if n >= 1 << 20 and n % (1 << 20) == 0:
-        return f"{n >> 20}M"
-    if n >= 1024 and n % 1024 == 0:
-        return f"{n >> 10}k"
-    return str(n)
 
 
 def random_dna(n: int, seed: int) -> bytes:
@@ -375,7 +335,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-seconds", type=float, default=1e9 if cuda else 120.0,
                     help="stop before a length predicted to take longer than this")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "benchmarks" / "out"))
+    ap.add_argument("--out", default=default_out())
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -31,9 +31,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embed import _bootstrap  # noqa: E402  (benchmarks/embed.py: import evo2lite from a checkout)
+from _common import bootstrap  # noqa: E402  (import evo2lite from a checkout)
 
-_bootstrap()
+bootstrap()
 
 
 from evo2lite.apps.embed import DEFAULT_DEPTH, default_layer, embed, layer_names  # noqa: E402

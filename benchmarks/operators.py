@@ -152,7 +152,7 @@ def hyena_rows(kind, B, L, D, G):
             from vortex.ops.hyena_se.kernel_utils import BwdKernelConfig, FwdKernelConfig
             xs, bs, cs = (rnd(B, L, G, D // G) for _ in range(3))
             hs = rnd(G, 1, K, scale=K ** -0.5)
-            cfg = dict(CHUNK_SIZE=32, BLOCK_D=D // G, num_warps=4)
+            cfg = dict(schedule="default", CHUNK_SIZE=32, BLOCK_D=D // G, THREADBLOCK_SWIZZLE="row", num_warps=4)
             f = lambda: two_pass_chunked_gate_conv_gate(
                 xs, bs, cs, hs, return_toeplitz=False, fwd_kernel_cfg=FwdKernelConfig(**cfg),
                 bwd_kernel_cfg=BwdKernelConfig(LOAD_TOEPLITZ=False, **cfg))
@@ -251,7 +251,7 @@ def lr_rows(B, L, D, S=16):
     dyx = rnd(B, L, D, grad=False)
     for backend in ("triton", "reference"):
         def f(be=backend):
-            mixer.filter.backend = be
+            mixer.backend = be
             return mixer(x)
         rows.append((f"LR full op (HyenaLR), ours ({backend})", "full", f,
                      fwd_bwd(f, [x] + list(mixer.parameters()), dyx)))

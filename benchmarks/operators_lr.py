@@ -196,7 +196,7 @@ def full_fns(B, L, D):
                 for p in mixer.parameters():
                     p.normal_(0, 0.02)
                 mixer.filter.log_poles.copy_(-(10 ** (torch.rand_like(mixer.filter.log_poles.float()) * 4 - 4)))
-            mixer.filter.backend = backend
+            mixer.backend = backend
             x = torch.randn(B, L, D, device=DEV, dtype=torch.bfloat16, requires_grad=mode == "fwd+bwd")
 
             def f():

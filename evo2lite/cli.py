@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .errors import Evo2LiteError, cli_errors, usage_error_line
-from .options import DeviceOpt
+from .options import AllowInexactOpt, ConfigOpt, DeviceOpt, DtypeOpt, Fp8Opt, ModelOpt
 from .options import ThreadsOpt
 
 
@@ -59,18 +59,6 @@ def _top(version: Annotated[bool, typer.Option(
         "--version", "-V", callback=_show_version, is_eager=True, help="Print the version and exit.")] = False
          ) -> None:
     """Byte-level DNA language models (StripedHyena 2 / Evo 2): score variants, embed and generate DNA."""
-
-ModelOpt = Annotated[Optional[str], typer.Option(
-    "--model", "-m", help="Model directory, Evo 2 .pt (with --config), hf:REPO or an Evo 2 name (evo2_7b, "
-                          "evo2_40b, ...). Default: the shipped model.")]
-ConfigOpt = Annotated[Optional[str], typer.Option(
-    "--config", help="YAML config (or preset name) for an Evo 2 .pt checkpoint.")]
-DtypeOpt = Annotated[Optional[str], typer.Option(
-    "--dtype", help="float32 or bfloat16 (default: float32 on CPU, bfloat16 on CUDA).")]
-Fp8Opt = Annotated[str, typer.Option(
-    "--fp8", help="Hyena input projections: auto, off, scaled_mm, mmaemu or emulate (docs/checkpoints.md).")]
-AllowInexactOpt = Annotated[bool, typer.Option(
-    "--allow-inexact", help="Run a 1B/20B/40B model where its FP8 projections cannot be computed exactly.")]
 
 
 @app.command()
@@ -186,25 +174,32 @@ def score(fasta: Annotated[str, typer.Argument(help="FASTA or GenBank (plain, gz
         total = sum(max(len(seq) - 1, 0) for _, seq in records)
         with progress_bar("scoring", total=total, unit="bases") as advance:
             results = score_sequences(net, records, batch_size=batch_size, context=context, progress=advance)
+    from .apps.provenance import run_provenance
+    from .loading import scoring_window
+
+    meta = run_provenance(net, context=context if context is not None else scoring_window(net, None),
+                          context_parallel=context_parallel if context_parallel > 1 else None)
     if output is None:
-        write_score_table(results, sys.stdout)
+        write_score_table(results, sys.stdout, meta)
     else:
         with atomic_path(output) as tmp, open(tmp, "w") as out:
-            write_score_table(results, out)
+            write_score_table(results, out, meta)
     if per_position is not None:
-        write_per_position(results, per_position)
+        write_per_position(results, per_position, meta)
 
 
 def _register_app_commands() -> None:
     # each app's command lives beside its API; their modules import only typer at load time
     from .apps.embed_cli import embed_command
     from .apps.generate_cli import generate_command
+    from .apps.mutagenize_cli import mutagenize_command
     from .apps.score_vcf_cli import score_vcf_command
     from .apps.selftest import selftest_command
     from .apps.train_cli import train_command
 
     app.command("score-vcf")(score_vcf_command)
     app.command("generate")(generate_command)
+    app.command("mutagenize")(mutagenize_command)
     app.command("embed")(embed_command)
     app.command("train")(train_command)
     app.command("selftest")(selftest_command)

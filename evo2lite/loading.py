@@ -12,6 +12,7 @@ output (no fp32 copy of the whole state).
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
@@ -61,9 +62,21 @@ def _hf_cached_repo(name: str) -> Path:
     return directory
 
 
+def _check_evo2_name(text: str | None) -> None:
+    """A spec that looks like an Evo 2 name but is none (and no file): one line listing the names."""
+    if (text is None or text in EVO2_REPOS or not text.lower().startswith("evo2") or any(c in text for c in "/.:")
+            or Path(text).exists()):  # paths (evo2_7b.pt) keep the not-found error of open_checkpoint
+        return
+    close = difflib.get_close_matches(text.lower(), list(EVO2_REPOS), n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise CheckpointError(f"unknown Evo 2 model {text!r}: {hint}the names are {', '.join(EVO2_REPOS)} "
+                          "(or pass a model directory, an Evo 2 .pt with --config, or hf:REPO)")
+
+
 def open_model(spec, config=None) -> Opened:
     """Open any --model spec (Evo 2 names included) without reading the weights."""
     text = None if spec is None else str(spec)
+    _check_evo2_name(text)
     if text in EVO2_REPOS and not Path(text).exists():
         cached = cache_dir() / text
         if not (cached / "model.safetensors").exists():
@@ -81,6 +94,7 @@ def read_config(spec, config=None) -> tuple[ModelConfig, str]:
     """(config, source) without reading any weights (for `info`): opening a checkpoint reads only its
     pickle / safetensors header (the tensors stay memory-mapped)."""
     text = None if spec is None else str(spec)
+    _check_evo2_name(text)
     if text in EVO2_REPOS and not Path(text).exists():
         cached = cache_dir() / text
         if (cached / "config.json").exists():

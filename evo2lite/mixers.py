@@ -23,6 +23,23 @@ from .kernels.modal import (modal_conv, modal_filter_ref, modal_state_output_ref
                             resolve_backend as resolve_modal_backend)
 
 
+BACKENDS = ("auto", "triton", "reference")
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    return backend
+
+
+def set_backend(model: nn.Module, backend: str) -> None:
+    """Set `backend` ("auto" | "triton" | "reference", see HyenaMixer) on every Hyena block in `model`."""
+    _check_backend(backend)
+    for module in model.modules():
+        if isinstance(module, HyenaMixer):
+            module.backend = backend
+
+
 class ShortFilter(nn.Module):
     """A grouped causal FIR: the featurizer (K=3, one filter per channel) or Hyena-SE (K=7, grouped).
     Cross-correlation tap order: the last tap multiplies the current sample (spec §2.8)."""
@@ -67,9 +84,10 @@ class MediumFilter(nn.Module):
 
 class ModalFilter(nn.Module):
     """Hyena-LR's inner operator: s = h * u + D u with the modal filter h[m] = sum_s R exp(lam m), one per
-    channel, in fp32; the state sigma (B, D, S) carries it across chunks exactly (spec §2.7). `backend`
-    (set per module at call time, default "auto"): the chunked Triton kernel on CUDA, the chunked PyTorch
-    form on CPU, or "reference", the FFT over the materialised filter as vtx computes it."""
+    channel, in fp32; the state sigma (B, D, S) carries it across chunks exactly (spec §2.7). `backend` is
+    set by the HyenaLR mixer that holds it (see `HyenaMixer.backend`): "auto", the chunked Triton kernel on
+    CUDA and the chunked PyTorch form on CPU; "triton"; or "reference", the FFT over the materialised filter
+    as vtx computes it."""
 
     backend = "auto"
 
@@ -117,12 +135,17 @@ class ModalFilter(nn.Module):
 class HyenaMixer(nn.Module):
     """y = q * (h * (k v) [+ D k v]) after a bias-free input projection and a length-3 featurizer on all 3D
     channels, with q/k/v interleaved per channel (spec §2.4). SE and MR run featurizer-to-gate as one fused
-    Triton op on CUDA (kernels/hyena) unless `backend` (set per module at call time) is "reference". A chunk
-    that continues a sequence (carried FIR tails in `state`) runs fused too when it is longer than the filter's
-    reach back (K + featurizer_len - 2 positions): only those first outputs see the carried tails, and they are
-    recomputed by the reference ops from the tails; shorter chunks (decode steps) take the reference ops."""
+    Triton op on CUDA (kernels/hyena) unless `backend` is "reference". A chunk that continues a sequence
+    (carried FIR tails in `state`) runs fused too when it is longer than the filter's reach back (K +
+    featurizer_len - 2 positions): only those first outputs see the carried tails, and they are recomputed by
+    the reference ops from the tails; shorter chunks (decode steps) take the reference ops.
 
-    backend = "auto"
+    `backend` is the one kernel switch of a Hyena block, set per module at call time (`set_backend` sets it on
+    every block of a model): "auto" (Triton on CUDA: the fused SE/MR op, LR's chunked modal kernel; on CPU the
+    reference ops and LR's chunked PyTorch form), "triton" (the kernels on any device: CPU only under
+    TRITON_INTERPRET=1) or "reference" (the plain PyTorch ops of the spec, LR by the FFT as vtx does)."""
+
+    _backend = "auto"
 
     def __init__(self, config: ModelConfig, inner: nn.Module) -> None:
         super().__init__()
@@ -131,6 +154,16 @@ class HyenaMixer(nn.Module):
         self.featurizer = ShortFilter(3 * d, 3 * d, config.featurizer_len, "featurizer_tail")
         self.filter = inner
         self.out_proj = nn.Linear(d, d, bias=True)
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        self._backend = _check_backend(value)
+        if isinstance(self.filter, ModalFilter):  # LR's long convolution takes the same switch
+            self.filter.backend = value
 
     def _fused(self, a_BLD: torch.Tensor, state: dict | None) -> bool:
         # exact types: a wrapped seam (context parallelism) keeps its own path
@@ -224,19 +257,34 @@ class Attention(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=True)
 
     def forward(self, a_BLD: torch.Tensor, state: dict | None = None, position: int = 0) -> torch.Tensor:
+        positions_L = self.core.positions(position, a_BLD.shape[1], a_BLD.device)
+        return self.step(a_BLD, positions_L, lambda q, k, v: self._concat_cache(state, q, k, v))
+
+    def step(self, a_BLD: torch.Tensor, positions: torch.Tensor, attend) -> torch.Tensor:
+        """The one attention path (the full forward, the inference engine's chunks and the decoder's
+        tokens all run it): qkv projection, rotary at `positions` ((L,) shared by the rows, or (B, L) one
+        position per row and token), then `attend(q_BHLE, k_BHLE, v_BHLE)` stores the new rotated keys and
+        values in its cache and returns the attention output (B, H, L, E), then the out-projection.
+        Only the cache differs between the paths: `_concat_cache` here (autograd-safe), a preallocated
+        buffer in the engine, a static masked buffer in the decoder."""
         B, L, D = a_BLD.shape
         qkv = self.qkv_proj(a_BLD).view(B, L, 3, self.num_heads, self.head_dim)
         q_BHLE, k_BHLE, v_BHLE = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # rows are [Q; K; V] (spec §4.3)
-        positions = self.core.positions(position, L, a_BLD.device)
-        cos, sin = rotary_tables(positions, self.inv_freq, self.rotary_scale, a_BLD.dtype)
+        cos, sin = rotary_tables(positions.reshape(-1), self.inv_freq, self.rotary_scale, a_BLD.dtype)
+        cos, sin = cos.view(*positions.shape, -1), sin.view(*positions.shape, -1)
+        if positions.dim() == 2:  # (B, L, E/2) -> (B, 1, L, E/2): broadcast over the heads
+            cos, sin = cos[:, None], sin[:, None]
         q_BHLE, k_BHLE = apply_rotary_ref(q_BHLE, cos, sin), apply_rotary_ref(k_BHLE, cos, sin)
+        o_BHLE = attend(q_BHLE, k_BHLE, v_BHLE)
+        return self.out_proj(o_BHLE.transpose(1, 2).reshape(B, L, D))
+
+    def _concat_cache(self, state: dict | None, q_BHLE, k_BHLE, v_BHLE) -> torch.Tensor:
         if state is not None:
             if "k" in state:
                 k_BHLE = torch.cat([state["k"], k_BHLE], dim=2)
                 v_BHLE = torch.cat([state["v"], v_BHLE], dim=2)
             state["k"], state["v"] = k_BHLE, v_BHLE
-        o_BHLE = self.core(q_BHLE, k_BHLE, v_BHLE)
-        return self.out_proj(o_BHLE.transpose(1, 2).reshape(B, L, D))
+        return self.core(q_BHLE, k_BHLE, v_BHLE)
 
 
 MIXERS = {"S": HyenaSE, "M": HyenaMR, "L": HyenaLR, "A": Attention}

@@ -24,7 +24,8 @@ import typer
 from .errors import Evo2LiteError
 
 __all__ = ["OptionError", "Rule", "RULES", "check_option", "check_options", "resolve_device", "apply_threads",
-           "DeviceOpt", "ThreadsOpt", "RegionsOpt", "RegionsFileOpt", "ReferenceOpt", "OutputOpt", "ForceOpt"]
+           "DeviceOpt", "ThreadsOpt", "RegionsOpt", "RegionsFileOpt", "ReferenceOpt", "OutputOpt", "ForceOpt",
+           "Fp8Opt", "AllowInexactOpt", "ModelOpt", "ConfigOpt", "DtypeOpt"]
 
 
 class OptionError(Evo2LiteError, ValueError):
@@ -164,3 +165,16 @@ ReferenceOpt = Annotated[Optional[str], typer.Option(
     "--reference", "-f", help="Reference FASTA (plain or BGZF, indexed on the fly).", show_default=False)]
 OutputOpt = Annotated[Path, typer.Option("-o", "--output", help="Output file.", show_default=False)]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")]
+# every command that loads a model (evo2lite.loading.load_model's fp8 / allow_inexact; docs/checkpoints.md)
+Fp8Opt = Annotated[str, typer.Option(
+    "--fp8", help="Hyena input projections: auto, off, scaled_mm, mmaemu or emulate (docs/checkpoints.md).")]
+AllowInexactOpt = Annotated[bool, typer.Option(
+    "--allow-inexact", help="Run a 1B/20B/40B model where its FP8 projections cannot be computed exactly.")]
+# the model to load (evo2lite.loading.load_model's model / config / dtype)
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", "-m", help="Model directory, Evo 2 .pt (with --config), hf:REPO or an Evo 2 name (evo2_7b, "
+                          "evo2_40b, ...). Default: the shipped model.", show_default=False)]
+ConfigOpt = Annotated[Optional[str], typer.Option(
+    "--config", help="YAML config (or preset name) for an Evo 2 .pt checkpoint.", show_default=False)]
+DtypeOpt = Annotated[Optional[str], typer.Option(
+    "--dtype", help="float32 or bfloat16 (default: float32 on CPU, bfloat16 on CUDA).", show_default=False)]

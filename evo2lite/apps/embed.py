@@ -216,10 +216,13 @@ class Embedder:
         """What produced the embeddings: stored with every output file."""
         import evo2lite
 
+        from .provenance import weights_digest
+
         return {"evo2lite_version": evo2lite.__version__, "torch_version": torch.__version__,
                 "model": self.config.name or "", "model_source": str(getattr(self.model, "source", "")),
                 "config": self.config.to_dict(), "dtype": str(self.model.dtype).replace("torch.", ""),
                 "fp8": getattr(self.model, "provenance", {}).get("fp8", "off"),
+                "weights": weights_digest(self.model),  # score/score-vcf's digest of the loaded weights
                 "device": str(self.model.device), "layers": list(self.layers),
                 "pool": self.pool or "none", "stride": self.stride or 0, "rc_average": self.rc_average,
                 "mode": "window" if self.window_mode else "exact", "chunk_size": self.chunk_size,
@@ -408,7 +411,7 @@ def window_plan(length: int, window: int, overlap: int) -> list[tuple[int, int, 
 
 # --- the Python API ----------------------------------------------------------------------------------
 
-def _load(model, device, dtype, config=None):
+def _load(model, device, dtype, config=None, fp8=None, allow_inexact=None):
     """A loaded model, or load_model(spec) on `device` (default: CUDA when available)."""
     from ..model import StripedHyena2
 
@@ -418,7 +421,8 @@ def _load(model, device, dtype, config=None):
 
     from ..options import resolve_device
 
-    return load_model(model, config=config, device=resolve_device(device), dtype=dtype)
+    return load_model(model, config=config, device=resolve_device(device), dtype=dtype, fp8=fp8,
+                      allow_inexact=allow_inexact)
 
 
 def embed(model, sequences, *, layers: str | Iterable[str] | None = None, pool: str | None = None,

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import cli_errors
-from ..options import DeviceOpt, ReferenceOpt, RegionsFileOpt, RegionsOpt, ThreadsOpt
+from ..options import (AllowInexactOpt, ConfigOpt, DeviceOpt, DtypeOpt, ForceOpt, Fp8Opt, ModelOpt, ReferenceOpt,
+                       RegionsFileOpt, RegionsOpt, ThreadsOpt)
 
 
 @cli_errors
@@ -50,17 +51,14 @@ def embed_command(
         "--batch-size", help="Records no longer than --chunk-size (or windows) run this many at a time.")] = 1,
     out_dtype: Annotated[str, typer.Option("--out-dtype", help="float32 or float16.")] = "float32",
     compression: Annotated[str, typer.Option("--compression", help="gzip, lzf or none.")] = "gzip",
-    model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="Model directory, Evo 2 .pt (with --config), or hf:REPO. Default: the shipped "
-                              "model.", show_default=False)] = None,
-    config: Annotated[Optional[str], typer.Option(
-        "--config", help="YAML config (or preset name) for an Evo 2 .pt checkpoint.", show_default=False)] = None,
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
     device: DeviceOpt = "auto",
-    dtype: Annotated[Optional[str], typer.Option(
-        "--dtype", help="float32 or bfloat16 (default: float32 on CPU, bfloat16 on CUDA).",
-        show_default=False)] = None,
+    dtype: DtypeOpt = None,
     threads: ThreadsOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
+    fp8: Fp8Opt = "auto",
+    allow_inexact: AllowInexactOpt = False,
+    force: ForceOpt = False,
     context_parallel: Annotated[int, typer.Option(
         "--context-parallel", help="Split each record across the N ranks of a torchrun job (N = "
                                    "--nproc-per-node): exact, one pass per record, --chunk-size unused; rank 0 "
@@ -89,7 +87,7 @@ def embed_command(
                 layers=layers, pool=pool, stride=stride, rc_average=rc_average, chunk_size=chunk_size,
                 window_mode=window_mode, window_overlap=window_overlap, batch_size=batch_size,
                 out_dtype=out_dtype, compression=compression, force=force, device=resolve_device(device),
-                dtype=dtype, progress=True)
+                dtype=dtype, fp8=fp8, allow_inexact=allow_inexact, progress=True)
     if context_parallel > 1:  # torchrun: each record split over the ranks, rank 0 writes
         from ..parallel.inference import embed_file_context_parallel
 

@@ -375,7 +375,8 @@ def embed_file(input: str | os.PathLike, output: str | os.PathLike, *, model=Non
                stride: int | None = None, rc_average: bool = False, chunk_size: int | None = None,
                window_mode: bool = False, window_overlap: int | None = None, batch_size: int = 1,
                out_dtype: str = "float32", compression: str = "gzip", force: bool = False,
-               device: str | None = None, dtype: str | None = None, progress=None) -> dict:
+               device: str | None = None, dtype: str | None = None, fp8: str | None = None,
+               allow_inexact: bool | None = None, progress=None) -> dict:
     """Embed every record of `input` (FASTA/GenBank path or '-' for stdin), or `regions` (strings or
     Regions) / `regions_files` (BED) of it as a reference, into `output` (.h5/.hdf5, .npz, .parquet by
     extension), atomically, in memory bounded by the chunk (module docstring of embed_reduce). `model` is
@@ -401,7 +402,7 @@ def embed_file(input: str | os.PathLike, output: str | os.PathLike, *, model=Non
         use_regions = bool(regions or regions_files)
         path = input if use_regions else stack.enter_context(input_path(input))
         records, total = read_inputs(path, regions, regions_files)
-        net = _load(model, device, dtype, config)
+        net = _load(model, device, dtype, config, fp8, allow_inexact)
         embedder = Embedder(net, layers, pool=pool, stride=stride, rc_average=rc_average,
                             chunk_size=DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size,
                             window_mode=window_mode, window_overlap=window_overlap, batch_size=batch_size,

@@ -76,14 +76,14 @@ def _normalise_prompts(prompts) -> list[tuple[str, str]]:
     return out
 
 
-def _resolve_model(model, config, device, dtype):
+def _resolve_model(model, config, device, dtype, fp8=None, allow_inexact=None):
     if isinstance(model, torch.nn.Module):
         return model
-    from ..checkpoint import load_model
+    from ..loading import load_model
 
     if device in (None, "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return load_model(model, config=config, device=device, dtype=dtype)
+    return load_model(model, config=config, device=device, dtype=dtype, fp8=fp8, allow_inexact=allow_inexact)
 
 
 @torch.inference_mode()
@@ -91,7 +91,8 @@ def generate(prompts: str | Sequence[str] | Sequence[tuple[str, str]], n_tokens:
              model=None, config=None, temperature: float = 1.0, top_k: int = 4, top_p: float = 1.0,
              seed: int | None = None, num_samples: int = 1, acgt_only: bool = False,
              stop_at_eos: bool = True, batch_size: int = 8, device: str | None = None,
-             dtype: str | torch.dtype | None = None, chunk_len: int = DEFAULT_CHUNK_LEN,
+             dtype: str | torch.dtype | None = None, fp8: str | None = None, allow_inexact: bool | None = None,
+             chunk_len: int = DEFAULT_CHUNK_LEN,
              cuda_graph: bool | str = "auto", compile: bool = False, sink: GenerationSink | None = None,
              progress: Callable[[int], None] | None = None) -> list[GeneratedSequence]:
     """Sample `n_tokens` new tokens after each prompt, `num_samples` times per prompt.
@@ -99,7 +100,7 @@ def generate(prompts: str | Sequence[str] | Sequence[tuple[str, str]], n_tokens:
     prompts: one string, a list of strings, or (name, sequence) pairs; any bytes are allowed (DNA, tags
     such as '|d__Bacteria;p__Pseudomonadota|'); bases and tags are upper-cased as in training (spec §5). model: a
     loaded StripedHyena2, or a spec for `load_model` (None = the shipped model; then config, device -
-    "auto" picks CUDA when present - and dtype apply). Sampling: temperature (0 = greedy), top_k (Evo 2's
+    "auto" picks CUDA when present - dtype, fp8 and allow_inexact apply, as in load_model). Sampling: temperature (0 = greedy), top_k (Evo 2's
     default 4; <= 0 = all), top_p in (0, 1], acgt_only (sample only A/C/G/T; the prompt may hold any
     bytes). seed: None draws one (it is recorded in every result's header). A row stops after n_tokens
     or at EOS (id 0) when stop_at_eos. Engine: prompts are prefilled in chunks of chunk_len; decoding
@@ -120,7 +121,7 @@ def generate(prompts: str | Sequence[str] | Sequence[tuple[str, str]], n_tokens:
         if not seq:
             raise GenerationError(f"prompt {name!r} is empty; give at least one base or tag")
         ids.append(encode(seq))  # the tokenizer's case policy: bases and |tags| upper-cased (spec §5)
-    net = _resolve_model(model, config, device, dtype)
+    net = _resolve_model(model, config, device, dtype, fp8, allow_inexact)
     for (name, _), prompt_ids in zip(records, ids):
         if len(prompt_ids) > net.config.context_len:
             warn(f"prompt {name!r} has {len(prompt_ids):,} tokens, longer than the model's trained context "
@@ -212,11 +213,19 @@ def _fasta_safe(text: str) -> str:
     return "".join(c if "!" <= c <= "~" else "N" for c in text)
 
 
-def fasta_header(row: GeneratedSequence, n_tokens: int, params: SamplingParams, model_name: str) -> str:
-    return (f">{row.name} prompt={row.prompt_name} sample={row.sample_index + 1} n={n_tokens} "
+def fasta_header(row: GeneratedSequence, n_tokens: int, params: SamplingParams, model_name: str,
+                 meta: dict[str, str] | None = None) -> str:
+    """The record's header: its sampling settings, the model, and with `meta` (apps.provenance.run_provenance)
+    the dtype, FP8 mode and weights digest (first 16 hex digits), each a space-free key=value."""
+    text = (f">{row.name} prompt={row.prompt_name} sample={row.sample_index + 1} n={n_tokens} "
             f"temperature={params.temperature:g} top_k={params.top_k} top_p={params.top_p:g} "
             f"acgt_only={str(params.acgt_only).lower()} seed={row.run_seed} "
             f"model={model_name}")
+    if meta:
+        text += "".join(f" {key}={''.join(meta[key].split())}" for key in ("dtype", "fp8") if key in meta)
+        if "weights" in meta:
+            text += f" weights={meta['weights'][:16]}"
+    return text
 
 
 class FastaSink(GenerationSink):

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import Evo2LiteError, cli_errors
-from ..options import DeviceOpt, ThreadsOpt
+from ..options import AllowInexactOpt, DeviceOpt, Fp8Opt, ThreadsOpt
 
 
 @cli_errors
@@ -44,6 +44,8 @@ def generate_command(
     dtype: Annotated[Optional[str], typer.Option(
         "--dtype", help="float32 or bfloat16 (default: float32 on CPU, bfloat16 on CUDA).")] = None,
     threads: ThreadsOpt = None,
+    fp8: Fp8Opt = "auto",
+    allow_inexact: AllowInexactOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
 ) -> None:
     """Generate DNA from a prompt with cached sampling (temperature / top-k / top-p / seed); FASTA out,
@@ -65,8 +67,9 @@ def generate_command(
 
         check_overwrite(output, force)
 
-    from ..checkpoint import load_model
+    from ..loading import load_model
     from ..progress import progress_bar
+    from .provenance import run_provenance
     from .generate import FastaSink, fasta_header, generate, read_prompts
 
     if prompt is not None:
@@ -76,11 +79,12 @@ def generate_command(
 
         with input_path(prompts) as path:
             records = read_prompts(path)
-    net = load_model(model, config=config, device=device, dtype=dtype)
+    net = load_model(model, config=config, device=device, dtype=dtype, fp8=fp8, allow_inexact=allow_inexact)
     model_name = net.config.name or str(model or "default")
+    meta = run_provenance(net)
 
     def header(row) -> str:
-        return fasta_header(row, num_tokens, params, model_name)
+        return fasta_header(row, num_tokens, params, model_name, meta)
 
     def run(out, stream: bool) -> None:
         sink = FastaSink(out, header, include_prompt=include_prompt, flush=stream)

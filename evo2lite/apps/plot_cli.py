@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import InputError, cli_errors
-from ..options import DeviceOpt, ForceOpt, ThreadsOpt
+from ..options import AllowInexactOpt, ConfigOpt, DeviceOpt, DtypeOpt, ForceOpt, Fp8Opt, ModelOpt, ThreadsOpt
 
 plot_app = typer.Typer(no_args_is_help=True, help="Figures (PNG, SVG or PDF by the output's extension).")
 
@@ -34,16 +34,13 @@ def track_command(
     smooth: Annotated[int, typer.Option("--smooth", help="Running mean over N bases for the REF/ALT lines.")] = 1,
     flank: Annotated[int, typer.Option(
         "--flank", help="Bases of left context scored before the region (not drawn).")] = 512,
-    model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="Model directory, Evo 2 .pt (with --config), or hf:REPO. Default: the shipped "
-                              "model.", show_default=False)] = None,
-    config: Annotated[Optional[str], typer.Option(
-        "--config", help="YAML config (or preset name) for an Evo 2 .pt checkpoint.", show_default=False)] = None,
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
     device: DeviceOpt = "auto",
-    dtype: Annotated[Optional[str], typer.Option(
-        "--dtype", help="float32 or bfloat16 (default: float32 on CPU, bfloat16 on CUDA).",
-        show_default=False)] = None,
+    dtype: DtypeOpt = None,
     threads: ThreadsOpt = None,
+    fp8: Fp8Opt = "auto",
+    allow_inexact: AllowInexactOpt = False,
     force: ForceOpt = False,
 ) -> None:
     """Per-base log-likelihood track over a region, and with --variant the ALT track and ALT - REF."""
@@ -74,7 +71,7 @@ def track_command(
         (region,) = resolve_regions(parse_regions(regions), genome.contigs, genome.resolve)
         if region.end - region.start < 2:
             raise InputError(f"region {region.label} is too short to draw: give at least 2 bases")
-        net = load_model(model, config=config, device=device, dtype=dtype)
+        net = load_model(model, config=config, device=device, dtype=dtype, fp8=fp8, allow_inexact=allow_inexact)
         track = likelihood_track_data(net, genome, region.contig, region.start, region.end, variant, flank=flank)
     save_figure(likelihood_track(track, smooth=smooth), output)
     extra = f", ALT - REF {track.total_delta:+.3f} nats" if track.variant else ""

@@ -13,6 +13,7 @@ Legend: B batch, L length, V vocabulary.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,22 +123,35 @@ def score_sequences(model, sequences, *, batch_size: int = 8, context: int | Non
     return results
 
 
-def write_score_table(results: list[SequenceScore], out) -> None:
+def write_score_table(results: list[SequenceScore], out, meta: dict[str, str] | None = None) -> None:
+    """TSV, one row per record; `meta` (evo2lite.apps.provenance.run_provenance) first as `#evo2lite_KEY=VALUE`
+    lines, as score-vcf's table (pandas: read_csv(path, sep="\\t", comment="#"))."""
+    if meta:
+        from .provenance import comment_lines
+
+        out.writelines(comment_lines(meta))
     out.write("name\tlength\tsum_logprob\tmean_logprob\n")
     for r in results:
         out.write(f"{r.name}\t{r.length}\t{r.sum_logprob:.6f}\t{r.mean_logprob:.6f}\n")
 
 
-def write_per_position(results: list[SequenceScore], path: Path) -> None:
-    """bedGraph (chrom = record name, 0-based half-open base, log-prob) or .npz (one array per record)."""
+def write_per_position(results: list[SequenceScore], path: Path, meta: dict[str, str] | None = None) -> None:
+    """bedGraph (chrom = record name, 0-based half-open base, log-prob) or .npz (one array per record).
+    `meta` (the run's provenance): `#evo2lite_KEY=VALUE` comment lines after the bedGraph track line, or
+    a `__metadata__` JSON string in the npz (as embed's npz)."""
     from ..io import atomic_path
 
     with atomic_path(path) as tmp:
         if path.suffix == ".npz":
-            np.savez_compressed(tmp, **{f"{i}:{r.name}": r.per_position for i, r in enumerate(results)})
+            extra = {"__metadata__": np.array(json.dumps(meta))} if meta else {}
+            np.savez_compressed(tmp, **{f"{i}:{r.name}": r.per_position for i, r in enumerate(results)}, **extra)
             return
         with open(tmp, "w") as out:
             out.write('track type=bedGraph name="evo2lite log-prob" description="natural log"\n')
+            if meta:
+                from .provenance import comment_lines
+
+                out.writelines(comment_lines(meta))
             for r in results:
                 for pos in range(1, r.length):
                     out.write(f"{r.name}\t{pos}\t{pos + 1}\t{r.per_position[pos]:.6f}\n")

@@ -12,18 +12,19 @@ scored and its records go straight to the writers in input order, so memory does
 number of records. With regions and a tabix/CSI index beside the input, only the regions are read
 (``fetch``); without an index the file is scanned. A run checkpointed after each block and resumed
 later, or sharded over ranks (block b goes to rank b % world_size), makes the same batches and writes
-byte-identical output. With several ranks, rank 0 reads the input a second time to merge the parts.
+byte-identical output. With several ranks, rank 0 writes the other ranks' blocks as their checkpoint parts
+receive them, in the same single pass over the input.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,13 +37,14 @@ from ..log import note, warn
 from ..pipelines import regions as R
 from ..pipelines import vcf as V
 from . import score_vcf_sites as sites
-from .score_vcf_io import TABLE_COLUMNS, TAG_SCORE, TAG_STATUS, Checkpoint, Outputs, check_complete, \
-    checkpoint_dir, output_header
+from .score_vcf_io import TABLE_COLUMNS, TAG_SCORE, TAG_STATUS, Checkpoint, Outputs, PartFollower, \
+    check_complete, checkpoint_dir, output_header
 
 __all__ = ["score_variants", "VariantScores", "TAG_SCORE", "TAG_STATUS", "TABLE_COLUMNS", "MIN_WINDOW"]
 
 MIN_WINDOW = 16
 _BLOCK_BATCHES = 8          # a block holds about this many batches of windows: the checkpoint granularity
+_MAX_PENDING_PER_RANK = 4   # rank 0 holds at most this many blocks per rank that wait for another rank
 _MAX_REF_MISMATCH_SHARE = 0.05
 
 
@@ -248,10 +250,14 @@ def score_variants(vcf, reference, *, model=None, config=None, fp8: str = "auto"
 
         ctx = sites.Context(ref, loaded, win, reduce, strand, batch_size)
         if progress:
-            from ..progress import progress_bar
+            from ..progress import progress_bar, progress_shown
 
             label = "scoring variants" + (f" ({len(done)} blocks done before)" if done else "")
-            advance = stack.enter_context(progress_bar(label, total=None, unit="variants"))
+            # rank 0 counts the records it writes (all of them), other ranks those they score; the raw
+            # counting pass is made only for a bar that is drawn
+            total = (_count_records(source) if rank == 0 and region_list is None and progress_shown()
+                     else None)
+            advance = stack.enter_context(progress_bar(label, total=total, unit="variants"))
         else:
             advance = lambda n: None  # noqa: E731
         target_rows = _BLOCK_BATCHES * batch_size
@@ -273,18 +279,37 @@ def score_variants(vcf, reference, *, model=None, config=None, fp8: str = "auto"
             results = sites.score_block(block, ctx)
             if checkpoint is not None:
                 checkpoint.append(number, results)
-            advance(len(block))
+            if rank != 0:
+                advance(len(block))
             return results
 
-        writers = Outputs(stack, out, table, meta, keep_table) if world_size == 1 else None
+        # Rank 0 writes every block in input order as it goes; another rank's block waits in `pending`
+        # (at most _MAX_PENDING_PER_RANK x world_size blocks) until that rank's checkpoint part has it.
+        writers = Outputs(stack, out, table, meta, keep_table) if rank == 0 else None
+        followers = {r: PartFollower(Checkpoint.part(checkpoint.directory, r, world_size), fingerprint)
+                     for r in range(1, world_size)} if world_size > 1 else {}
+        pending: collections.deque = collections.deque()
         tally = _Tally(ctx)
+
+        def flush(wait: bool) -> None:
+            while pending:
+                number, block, results = pending[0]
+                if results is None:
+                    results = followers[number % world_size].results(number, wait)
+                    if results is None:
+                        return
+                pending.popleft()
+                for variant, line in block:
+                    writers.write(variant, line, results[variant.index])
+                    tally.add(variant, results[variant.index])
+                advance(len(block))
+
         try:
             for number, block in sites.blocks(records(vf), target_rows):
                 results = own_results(number, block)
                 if writers is not None:
-                    for variant, line in block:
-                        writers.write(variant, line, results[variant.index])
-                        tally.add(variant, results[variant.index])
+                    pending.append((number, block, results))
+                    flush(wait=len(pending) > _MAX_PENDING_PER_RANK * world_size)
         except KeyboardInterrupt:
             if checkpoint is not None:
                 note(f"interrupted; finished blocks are in {checkpoint.directory}: rerun with --resume to continue")
@@ -299,19 +324,9 @@ def score_variants(vcf, reference, *, model=None, config=None, fp8: str = "auto"
             checkpoint.finish()
         if rank != 0:
             return VariantScores(table=None, num_records=0, outputs=[])
-        if world_size > 1:
-            # Rank 0 merges: the parts of every rank, read back block by block, in input order.
-            parts = _wait_for_parts(checkpoint, world_size, fingerprint)
-            writers = Outputs(stack, out, table, meta, keep_table)
-            vf.close()
-            vf = source.open()
-            stack.callback(vf.close)
-            for number, block in sites.blocks(records(vf), target_rows):
-                path, offsets = parts[number % world_size]
-                results = Checkpoint.load(path, offsets[number])
-                for variant, line in block:
-                    writers.write(variant, line, results[variant.index])
-                    tally.add(variant, results[variant.index])
+        flush(wait=True)
+        for follower in followers.values():  # every part done (and of this run) before it is removed
+            follower.wait_done()
 
         try:
             tally.check(source.name, ref)
@@ -332,6 +347,31 @@ def score_variants(vcf, reference, *, model=None, config=None, fp8: str = "auto"
             shutil.rmtree(checkpoint.directory, ignore_errors=True)
         return VariantScores(table=frame, num_records=tally.records, status_counts=dict(tally.statuses),
                              outputs=outputs)
+
+
+def _count_records(source: V.VcfInput) -> int | None:
+    """The data lines of a text VCF (plain or BGZF) by one raw pass at zlib speed, without parsing: the
+    progress bar's total. None for BCF (binary records)."""
+    import gzip
+
+    path = source.path
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    fh = gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+    lines = headers = 0
+    previous = b"\n"  # the byte before the current block: a line starts after a newline
+    with fh:
+        first = True
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            if first and block.startswith(b"BCF"):
+                return None
+            first = False
+            lines += block.count(b"\n")
+            headers += block.count(b"\n#") + (previous == b"\n" and block[:1] == b"#")
+            previous = block[-1:]
+    if previous not in (b"\n", b""):
+        lines += 1  # a last line without a newline
+    return max(0, lines - headers)
 
 
 def _overlaps(region_set: R.RegionSet, rec) -> bool:
@@ -381,26 +421,6 @@ def _fingerprint(source, ref, model, window, reduce, strand, batch_size, regions
                     "indexed": indexed},
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _wait_for_parts(checkpoint: Checkpoint, world_size: int, fingerprint: str) -> list[tuple[Path, dict[int, int]]]:
-    """Rank 0: wait until every rank's part is done; (path, block offsets) per rank."""
-    parts = []
-    waited = False
-    for rank in range(world_size):
-        path = Checkpoint.part(checkpoint.directory, rank, world_size)
-        while True:
-            header, offsets, done = Checkpoint.read(path)
-            if done:
-                break
-            if not waited:
-                note(f"waiting for the other ranks to finish ({path})")
-                waited = True
-            time.sleep(1.0)
-        if header is None or header.get("fingerprint") != fingerprint:
-            raise Evo2LiteError(f"{path} belongs to another run; remove {checkpoint.directory} and rerun")
-        parts.append((path, offsets))
-    return parts
 
 
 def _warn_contig_lengths(header, ref, name: str) -> None:

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from ..errors import Evo2LiteError
 from ..io import atomic_path
-from ..log import warn
+from ..log import note, warn
 from ..pipelines import vcf as V
 
-__all__ = ["TAG_SCORE", "TAG_STATUS", "TABLE_COLUMNS", "Checkpoint", "checkpoint_dir", "check_complete",
-           "output_header", "annotate", "Outputs"]
+__all__ = ["TAG_SCORE", "TAG_STATUS", "TABLE_COLUMNS", "Checkpoint", "PartFollower", "checkpoint_dir",
+           "check_complete", "output_header", "annotate", "Outputs"]
 
 TAG_SCORE = "EVO2_SCORE"
 TAG_STATUS = "EVO2_STATUS"
@@ -120,6 +120,82 @@ class Checkpoint:
             os.fsync(self._fh.fileno())
             self._fh.close()
             self._fh = None
+
+
+class PartFollower:
+    """Rank 0's view of another rank's checkpoint part while that rank is still writing it: `results(n)`
+    of block n once its line is complete. Each poll reads only the lines appended since the last one; a
+    part rewritten by its rank (starting or resuming: a new file) is followed from its start again. A
+    finished part of another run is an error only after STALE_S of waiting: until then it may be a
+    leftover that its rank has not rewritten yet."""
+
+    POLL_S = 0.2
+    STALE_S = 30.0
+
+    def __init__(self, path: Path, fingerprint: str):
+        self.path, self.fingerprint = path, fingerprint
+        self.offsets: dict[int, int] = {}
+        self.done = False
+        self._file_id, self._pos, self._header_ok, self._announced = None, 0, False, False
+        self._stale_since: float | None = None
+
+    def poll(self) -> None:
+        try:
+            fh = open(self.path, "rb")
+        except FileNotFoundError:
+            return
+        with fh:
+            st = os.fstat(fh.fileno())
+            if (st.st_dev, st.st_ino) != self._file_id:
+                self._file_id, self._pos, self._header_ok, self.offsets, self.done = \
+                    (st.st_dev, st.st_ino), 0, False, {}, False
+                self._stale_since = None
+            fh.seek(self._pos)
+            for line in fh:
+                try:
+                    item = json.loads(line) if line.endswith(b"\n") else None
+                except json.JSONDecodeError:
+                    item = None
+                if item is None:
+                    break  # being written
+                if "fingerprint" in item:
+                    self._header_ok = item["fingerprint"] == self.fingerprint
+                elif "block" in item:
+                    self.offsets[item["block"]] = self._pos
+                elif item.get("done"):
+                    self.done = True
+                self._pos += len(line)
+        if self.done and not self._header_ok and self._stale_since is None:
+            self._stale_since = time.monotonic()
+
+    def _sleep(self) -> None:
+        if self._stale_since is not None and time.monotonic() - self._stale_since > self.STALE_S:
+            raise Evo2LiteError(f"{self.path} belongs to another run; remove {self.path.parent} and rerun")
+        if not self._announced:
+            note(f"waiting for the other ranks ({self.path})")
+            self._announced = True
+        time.sleep(self.POLL_S)
+
+    def wait_done(self) -> None:
+        while True:
+            self.poll()
+            if self.done and self._header_ok:
+                return
+            self._sleep()
+
+    def results(self, number: int, wait: bool) -> dict[int, list] | None:
+        """Block `number`'s results; None when not written yet and not `wait`."""
+        while True:
+            if not (self._header_ok and number in self.offsets):
+                self.poll()
+            if self._header_ok and number in self.offsets:
+                return Checkpoint.load(self.path, self.offsets[number])
+            if self._header_ok and self.done:
+                raise Evo2LiteError(f"{self.path} finished without block {number}; remove {self.path.parent} "
+                                    "and rerun")
+            if not wait:
+                return None
+            self._sleep()
 
 
 def checkpoint_dir(out: str | None, table: str | None, fingerprint: str) -> Path | None:

@@ -6,9 +6,9 @@ The check is evo2's own upstream test (`evo2/test/test_evo2.py`, spec §7): the 
 passes when |loss - expected| < 1e-3, as upstream (which computes the loss from bf16 logits, so a bf16
 model's per-sequence loss is rounded to bf16 here too). Accuracy is reported beside it, not judged.
 
-The sequences are evo2's (Apache-2.0) and are not shipped: `--prompts CSV`, or the copy inside an installed
-`evo2` package (pip install evo2==0.6.0 puts it at evo2/test/data/prompts.csv; it is found without importing
-evo2).
+The sequences are evo2's own file (Apache-2.0), shipped byte-identical with its data card in
+data/evo2_selftest/ (installed as evo2lite/selftest_data/) and checked against its sha256 before use;
+`--prompts CSV` runs another file instead.
 
 Legend: L length, V vocabulary.
 """
@@ -16,7 +16,7 @@ Legend: L length, V vocabulary.
 from __future__ import annotations
 
 import csv
-import importlib.util
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -24,6 +24,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import Evo2LiteError, cli_errors
+from ..options import AllowInexactOpt, DeviceOpt, Fp8Opt
 
 # evo2/test/test_evo2.py expected_metrics: mean loss, accuracy in percent
 EXPECTED = {
@@ -35,6 +36,12 @@ EXPECTED = {
     "evo2_20b": (0.2166748046875, 91.666),
 }
 LOSS_TOLERANCE = 1e-3  # upstream's eps
+# evo2 test/data/prompts.csv (the same blob since the file was added; data/evo2_selftest/README.md)
+PROMPTS_SHA256 = "371015ef6e1c87bfa2cfe548e3025230f0fdd1a2b63af8a7e110b84341e0493c"
+_HERE = Path(__file__).resolve().parent
+# installed: package data; source checkout: data/ beside the package
+SHIPPED_PROMPTS = (_HERE.parent / "selftest_data" / "prompts.csv",
+                   _HERE.parents[1] / "data" / "evo2_selftest" / "prompts.csv")
 
 
 @dataclass
@@ -59,18 +66,21 @@ class SelftestResult:
 
 
 def find_prompts(path: str | Path | None = None) -> Path:
+    """`path`, else the shipped copy of evo2's prompts.csv after checking its sha256 (a changed file would
+    make a PASS meaningless)."""
     if path is not None:
         if not Path(path).is_file():
             raise Evo2LiteError(f"--prompts {path}: no such file")
         return Path(path)
-    spec = importlib.util.find_spec("evo2")
-    if spec is not None and spec.submodule_search_locations:
-        for root in spec.submodule_search_locations:
-            candidate = Path(root) / "test" / "data" / "prompts.csv"
-            if candidate.is_file():
-                return candidate
-    raise Evo2LiteError("selftest needs evo2's reference sequences (evo2/test/data/prompts.csv, 4 sequences): "
-                        "pass --prompts PATH to a copy, or pip install evo2==0.6.0, which contains it")
+    for candidate in SHIPPED_PROMPTS:
+        if candidate.is_file():
+            digest = hashlib.sha256(candidate.read_bytes()).hexdigest()
+            if digest != PROMPTS_SHA256:
+                raise Evo2LiteError(f"{candidate}: not evo2's prompts.csv (sha256 {digest[:16]}..., expected "
+                                    f"{PROMPTS_SHA256[:16]}...); reinstall evo2lite or pass --prompts PATH")
+            return candidate
+    raise Evo2LiteError("selftest needs evo2's reference sequences (evo2/test/data/prompts.csv, 4 sequences), "
+                        "which this installation lacks: pass --prompts PATH to a copy")
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -135,23 +145,24 @@ def selftest_command(
                                        "model spec with --expect-loss.")],
     config: Annotated[Optional[str], typer.Option("--config", help="YAML config (or preset name) for an Evo 2 "
                                                   ".pt checkpoint.")] = None,
-    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="evo2's test/data/prompts.csv (default: "
-                                                    "the copy in an installed evo2 package).")] = None,
+    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="A CSV of sequences in column 1 (default: "
+                                                    "evo2's test/data/prompts.csv, shipped).")] = None,
     expect_loss: Annotated[Optional[float], typer.Option("--expect-loss", help="Expected mean loss (default: "
                                                          "the published value for the model name).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOpt = "auto",
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32 or bfloat16 (default: float32 on "
                                                  "CPU, bfloat16 on CUDA).")] = None,
-    fp8: Annotated[str, typer.Option("--fp8", help="Hyena input projections: auto, off, scaled_mm, mmaemu or "
-                                     "emulate.")] = "auto",
-    allow_inexact: Annotated[bool, typer.Option("--allow-inexact", help="Run a 1B/20B/40B model where its FP8 "
-                                                "projections cannot be computed exactly.")] = False,
+    fp8: Fp8Opt = "auto",
+    allow_inexact: AllowInexactOpt = False,
 ) -> None:
     """Run evo2's upstream forward test (4 sequences, spec §7) and print PASS or FAIL (exit 0 / 1)."""
-    from ..loading import load_model
+    from ..loading import EVO2_REPOS, load_model
     from ..log import note
     from ..options import resolve_device
 
+    if expect_loss is None and model in EVO2_REPOS and model not in EXPECTED:  # before importing tens of GB
+        raise Evo2LiteError(f"evo2 publishes no reference loss for {model} (published: {', '.join(EXPECTED)}); "
+                            "give --expect-loss")
     path = find_prompts(prompts)
     sequences = read_prompts(path)
     net = load_model(model, config=config, device=resolve_device(device), dtype=dtype, fp8=fp8,
@@ -160,12 +171,14 @@ def selftest_command(
     expected = None if expect_loss is None else (expect_loss, None)
     result = selftest(net, sequences, name, expected=expected,
                       progress=lambda i, loss, acc: note(f"sequence {i}: loss {loss:.4f}, accuracy {acc:.2%}"))
+    from .provenance import weights_digest
+
     prov = getattr(net, "provenance", {})
     acc_text = (f"accuracy {result.accuracy:.3f}%" + (f" (published {result.expected_accuracy:.3f}%)"
                                                        if result.expected_accuracy is not None else ""))
     verdict = "PASS" if result.passed else "FAIL"
     typer.echo(f"{verdict}: {name} loss {result.loss:.6f} (expected {result.expected_loss:.6f} +- "
                f"{LOSS_TOLERANCE:g}), {acc_text}; dtype {prov.get('dtype', '?')}, fp8 {prov.get('fp8', '?')}, "
-               f"{len(sequences)} sequences from {path}")
+               f"weights {weights_digest(net)[:16]}, {len(sequences)} sequences from {path}")
     if not result.passed:
         raise typer.Exit(1)

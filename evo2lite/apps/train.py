@@ -126,6 +126,19 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
         raise ConfigError(f"{path}: unknown training config keys {unknown}; known: {sorted(known)}")
     if "corpus" not in raw:
         raise ConfigError(f"{path}: `corpus:` (a built corpus folder or a 2-bit pack) is required")
+    for f in dataclasses.fields(TrainConfig):  # numbers, before __post_init__ compares them
+        value = raw.get(f.name)
+        if value is None or f.type.split(" |")[0] not in ("int", "float"):
+            continue
+        if f.type.startswith("float") and isinstance(value, str):
+            try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+                value = raw[f.name] = float(value)
+            except ValueError:
+                pass
+        ok = (int,) if f.type.startswith("int") else (int, float)
+        if isinstance(value, bool) or not isinstance(value, ok):
+            raise ConfigError(f"{path}: {f.name} must be a number{' (integer)' if ok == (int,) else ''}, "
+                              f"got {value!r}")
     return TrainConfig(**raw)
 
 
@@ -176,7 +189,12 @@ def _build_model(cfg: TrainConfig, resume_dir: Path | None) -> StripedHyena2:
         model = StripedHyena2(mcfg)
         init_weights_(model, cfg.seed)  # overwritten below; keeps every tensor materialised
     elif cfg.init_from:
-        model = load_model(cfg.init_from, config=cfg.init_config, device="cpu", dtype=torch.float32)
+        # FP8 input projections (official 1B/20B/40B) are inference-only: the E4M3 cast has no gradient and
+        # TE's scaling state is no parameter. Fine-tuning trains plain projections, so the exported config
+        # stops asking for FP8 (its weights no longer match the FP8 scales) and loads without --allow-inexact.
+        model = load_model(cfg.init_from, config=cfg.init_config, device="cpu", dtype=torch.float32, fp8="off",
+                           allow_inexact=True)
+        model.config = dataclasses.replace(model.config, fp8_input_projections=False)
     else:
         model = init_weights_(StripedHyena2(model_config_from(cfg.model, cfg.seq_len)), cfg.seed)
     model.train()

@@ -61,9 +61,11 @@ def train_command(
         if not sep or not key:
             raise ConfigError(f"--set takes KEY=VALUE, got {item!r}")
         extra[key.strip()] = yaml.safe_load(value)
-    cfg = load_train_config(config, **extra, out_dir=str(out_dir) if out_dir else None,
-                            corpus=str(corpus) if corpus else None, init_from=init_from,
-                            init_config=init_config, max_steps=max_steps, time_budget_s=time_budget)
+    options = dict(out_dir=str(out_dir) if out_dir else None, corpus=str(corpus) if corpus else None,
+                   init_from=init_from, init_config=init_config, max_steps=max_steps, time_budget_s=time_budget)
+    # a dedicated option wins over --set of the same key (given both, not a duplicate-keyword traceback)
+    extra.update({k: v for k, v in options.items() if v is not None})
+    cfg = load_train_config(config, **extra)
     from ..parallel.dist import peer_failure_guard
 
     with peer_failure_guard():  # a dead or hung rank: one line, not a traceback

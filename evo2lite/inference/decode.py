@@ -27,7 +27,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..kernels.attention import apply_rotary_ref, rotary_tables
 from .engine import KV_ALIGN, _round_up, is_prefix_view
 from .state import InferenceState
 
@@ -195,23 +194,19 @@ class Decoder:
         return mixer.out_proj((q_BD * s_BD)[:, None])
 
     def _attention(self, i: int, block, a_B1D: torch.Tensor) -> torch.Tensor:
-        mixer, buf = block.mixer, self.buffers[i]
-        B, _, D = a_B1D.shape
-        H, E = mixer.num_heads, mixer.head_dim
-        pos_B = self.positions
-        qkv = mixer.qkv_proj(a_B1D).view(B, 1, 3, H, E)
-        q_BH1E, k_BH1E, v_BH1E = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        cos, sin = rotary_tables(pos_B, mixer.inv_freq, mixer.rotary_scale, a_B1D.dtype)
-        cos, sin = cos[:, None, None, :], sin[:, None, None, :]  # each row at its own position
-        q_BH1E, k_BH1E = apply_rotary_ref(q_BH1E, cos, sin), apply_rotary_ref(k_BH1E, cos, sin)
-        buf["k_cache"][self.batch_index, :, pos_B] = k_BH1E[:, :, 0]
-        buf["v_cache"][self.batch_index, :, pos_B] = v_BH1E[:, :, 0]
-        visible_B11T = (self.key_index[None, :] <= pos_B[:, None])[:, None, None, :]
-        if self.attention == "sdpa":
-            o_BH1E = F.scaled_dot_product_attention(q_BH1E, buf["k_cache"], buf["v_cache"], attn_mask=visible_B11T)
-        else:
-            o_BH1E = self._split_kv(q_BH1E, buf["k_cache"], buf["v_cache"], visible_B11T)
-        return mixer.out_proj(o_BH1E.transpose(1, 2).reshape(B, 1, D))
+        buf, pos_B = self.buffers[i], self.positions
+
+        def attend(q_BH1E, k_BH1E, v_BH1E):  # each row writes at its own position; later slots masked
+            buf["k_cache"][self.batch_index, :, pos_B] = k_BH1E[:, :, 0]
+            buf["v_cache"][self.batch_index, :, pos_B] = v_BH1E[:, :, 0]
+            visible_B11T = (self.key_index[None, :] <= pos_B[:, None])[:, None, None, :]
+            if self.attention == "sdpa":
+                return F.scaled_dot_product_attention(q_BH1E, buf["k_cache"], buf["v_cache"],
+                                                      attn_mask=visible_B11T)
+            return self._split_kv(q_BH1E, buf["k_cache"], buf["v_cache"], visible_B11T)
+
+        # the mixer's own path (`Attention.step`), rotary at each row's own position
+        return block.mixer.step(a_B1D, pos_B[:, None], attend)
 
     def _split_kv(self, q_BH1E, k_BHTE, v_BHTE, visible_B11T):
         """Single-query attention parallel over the keys (flash-decoding's split, in plain ops): scores

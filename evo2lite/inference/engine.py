@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..kernels.attention import apply_rotary_ref, rotary_tables
 from .state import InferenceState
 
 DEFAULT_CHUNK_LEN = 8192
@@ -60,25 +59,22 @@ def kv_buffers(layer: dict, batch: int, heads: int, head_dim: int, needed: int, 
 
 def attention_chunk(mixer, a_BLD: torch.Tensor, layer: dict, position: int,
                     capacity: int | None = None) -> torch.Tensor:
-    """The Attention mixer's forward with a state, writing K/V in place into the preallocated buffer.
-    Same maths as `Attention.forward` (rotary at absolute positions, causal over cache + chunk)."""
-    B, L, D = a_BLD.shape
-    H, E = mixer.num_heads, mixer.head_dim
-    qkv = mixer.qkv_proj(a_BLD).view(B, L, 3, H, E)
-    q_BHLE, k_BHLE, v_BHLE = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # rows are [Q; K; V] (spec §4.3)
-    positions = torch.arange(position, position + L, device=a_BLD.device)
-    cos, sin = rotary_tables(positions, mixer.inv_freq, mixer.rotary_scale, a_BLD.dtype)
-    q_BHLE, k_BHLE = apply_rotary_ref(q_BHLE, cos, sin), apply_rotary_ref(k_BHLE, cos, sin)
+    """The Attention mixer's stateful step (`Attention.step`, the same path as its forward) with the
+    rotated K/V written in place into the layer's preallocated buffer instead of concatenated."""
+    B, L, _ = a_BLD.shape
     cached = layer["k"].shape[2] if "k" in layer else 0
     if cached != position:
         raise ValueError(f"attention cache holds {cached} positions but the state is at {position}")
-    kc, vc = kv_buffers(layer, B, H, E, position + L, capacity=capacity, dtype=k_BHLE.dtype,
-                        device=a_BLD.device)
-    kc[:, :, position:position + L] = k_BHLE
-    vc[:, :, position:position + L] = v_BHLE
-    layer["k"], layer["v"] = kc[:, :, :position + L], vc[:, :, :position + L]
-    o_BHLE = mixer.core(q_BHLE, layer["k"], layer["v"])
-    return mixer.out_proj(o_BHLE.transpose(1, 2).reshape(B, L, D))
+
+    def attend(q_BHLE, k_BHLE, v_BHLE):
+        kc, vc = kv_buffers(layer, B, mixer.num_heads, mixer.head_dim, position + L, capacity=capacity,
+                            dtype=k_BHLE.dtype, device=a_BLD.device)
+        kc[:, :, position:position + L] = k_BHLE
+        vc[:, :, position:position + L] = v_BHLE
+        layer["k"], layer["v"] = kc[:, :, :position + L], vc[:, :, :position + L]
+        return mixer.core(q_BHLE, layer["k"], layer["v"])
+
+    return mixer.step(a_BLD, mixer.core.positions(position, L, a_BLD.device), attend)
 
 
 def compact_(layer: dict) -> None:

@@ -54,24 +54,15 @@ def wait(requests: list) -> None:
 def _halo_exchange(cp: CPGroup, first_a: torch.Tensor, first_b: torch.Tensor, forward: bool):
     """forward: send the tail of chunk a to rank+1 and of chunk b to rank-1; receive chunk a's halo from
     rank-1 and chunk b's from rank+1 (zeros where there is no such rank). backward: the same pattern
-    reversed, carrying halo gradients back to their senders."""
-    r, n = cp.rank, cp.size
+    reversed (step -1), carrying halo gradients back to their senders: first_a/first_b are then the
+    gradients of the received halos a/b."""
+    r, n, step = cp.rank, cp.size, 1 if forward else -1
     out_a, out_b = torch.zeros_like(first_a), torch.zeros_like(first_b)
     sends, recvs = [], []
-    if forward:
-        if r < n - 1:
-            sends.append((first_a, r + 1))
-            recvs.append((out_b, r + 1))
-        if r > 0:
-            sends.append((first_b, r - 1))
-            recvs.append((out_a, r - 1))
-    else:  # first_a/first_b are the gradients of the received halos a/b
-        if r > 0:
-            sends.append((first_a, r - 1))
-            recvs.append((out_b, r - 1))
-        if r < n - 1:
-            sends.append((first_b, r + 1))
-            recvs.append((out_a, r + 1))
+    for send, recv, peer in ((first_a, out_b, r + step), (first_b, out_a, r - step)):
+        if 0 <= peer < n:
+            sends.append((send, peer))
+            recvs.append((recv, peer))
     wait(p2p(cp, sends, recvs))
     return out_a, out_b
 
@@ -127,37 +118,28 @@ def _channel_to_seq(cp: CPGroup, x_BLd: torch.Tensor) -> torch.Tensor:
     return recv.permute(1, 2, 0, 3).reshape(B, 2 * c, n * d)
 
 
-class SeqToChannelFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x_BlD, cp):
-        ctx.cp = cp
-        return _seq_to_channel(cp, x_BlD)
+class AllToAllFn(torch.autograd.Function):
+    """Sequence -> channel sharding (to_channel) or back; the backward is the opposite all-to-all."""
 
     @staticmethod
-    def backward(ctx, grad_BLd):
-        return _channel_to_seq(ctx.cp, grad_BLd.contiguous()), None
-
-
-class ChannelToSeqFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x_BLd, cp):
-        ctx.cp = cp
-        return _channel_to_seq(cp, x_BLd)
+    def forward(ctx, x, cp, to_channel: bool):
+        ctx.cp, ctx.to_channel = cp, to_channel
+        return (_seq_to_channel if to_channel else _channel_to_seq)(cp, x)
 
     @staticmethod
-    def backward(ctx, grad_BlD):
-        return _seq_to_channel(ctx.cp, grad_BlD.contiguous()), None
+    def backward(ctx, grad):
+        return (_channel_to_seq if ctx.to_channel else _seq_to_channel)(ctx.cp, grad.contiguous()), None, None
 
 
 def seq_to_channel(x_BlD: torch.Tensor, cp: CPGroup) -> torch.Tensor:
     """(B, 2c, D) zigzag shard -> (B, L, D/N): the whole sequence, in global order, of this rank's
     contiguous channel slice [rank D/N, (rank+1) D/N)."""
-    return SeqToChannelFn.apply(x_BlD, cp)
+    return AllToAllFn.apply(x_BlD, cp, True)
 
 
 def channel_to_seq(x_BLd: torch.Tensor, cp: CPGroup) -> torch.Tensor:
     """The inverse of seq_to_channel."""
-    return ChannelToSeqFn.apply(x_BLd, cp)
+    return AllToAllFn.apply(x_BLd, cp, False)
 
 
 # --- all-gather of small tensors (modal states) ------------------------------------------------------------

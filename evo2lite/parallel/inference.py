@@ -110,8 +110,8 @@ def embed_file_follower(input, *, model, regions=(), regions_files=(), layers=No
 
 
 def embed_file_context_parallel(context_parallel: int, input, output, *, model=None, config=None, device=None,
-                                dtype=None, window_mode: bool = False, chunk_size=None, progress=None,
-                                force: bool = False, **kwargs):
+                                dtype=None, fp8=None, allow_inexact=None, window_mode: bool = False,
+                                chunk_size=None, progress=None, force: bool = False, **kwargs):
     """`evo2lite embed ... --context-parallel N` under torchrun: every record in one exact pass split over
     the N ranks (chunk_size does not apply); rank 0 writes `output` and returns embed_file's summary, the
     other ranks return None."""
@@ -129,7 +129,8 @@ def embed_file_context_parallel(context_parallel: int, input, output, *, model=N
     d, dev = init_distributed(device, context_parallel=context_parallel, whole_job=True)
     whole = 1 << 62  # larger than any record: each goes through one (sharded) forward pass
     with peer_failure_guard(d.timeout_s):
-        net = context_parallel_model(load_model(model, config=config, device=str(dev), dtype=dtype), d.cp_group)
+        net = context_parallel_model(load_model(model, config=config, device=str(dev), dtype=dtype, fp8=fp8,
+                                                allow_inexact=allow_inexact), d.cp_group)
         if d.main:
             return embed_file(input, output, model=net, chunk_size=whole, progress=progress, force=force,
                               **kwargs)

@@ -109,7 +109,7 @@ def test_convert_round_trip_is_bit_exact(work, tmp_path):
 # --- score -----------------------------------------------------------------------------------------------
 
 def parse_table(text: str) -> list[list[str]]:
-    lines = text.splitlines()
+    lines = [line for line in text.splitlines() if not line.startswith("#evo2lite_")]  # provenance first
     assert lines[0] == HEADER
     return [line.split("\t") for line in lines[1:]]
 
@@ -130,7 +130,8 @@ def test_score_outputs(work, tmp_path):
     stdout = assert_ok(run(*args)).stdout
     assert_ok(run(*args, "-o", tmp_path / "s.tsv", "--per-position", tmp_path / "pp.bedGraph"))
     assert (tmp_path / "s.tsv").read_text() == stdout
-    bed = (tmp_path / "pp.bedGraph").read_text().splitlines()
+    bed = [line for line in (tmp_path / "pp.bedGraph").read_text().splitlines()
+           if not line.startswith("#evo2lite_")]  # provenance comments after the track line
     assert bed[0].startswith("track type=bedGraph")
     assert len(bed) - 1 == 24 + 15 + 0 + 159  # L - 1 scored positions per record
     chrom, start, end, value = bed[1].split("\t")
@@ -140,7 +141,7 @@ def test_score_outputs(work, tmp_path):
 
     assert_ok(run(*args, "--per-position", tmp_path / "pp.npz"))
     with np.load(tmp_path / "pp.npz") as npz:
-        assert npz.files == ["0:first", "1:second", "2:one_base", "3:third"]
+        assert npz.files == ["0:first", "1:second", "2:one_base", "3:third", "__metadata__"]
         assert npz["0:first"].shape == (25,) and np.isnan(npz["0:first"][0])
         assert np.nansum(npz["3:third"]) == pytest.approx(float(parse_table(stdout)[3][2]), abs=1e-4)
     # existing outputs are not overwritten without --force

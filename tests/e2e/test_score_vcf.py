@@ -11,55 +11,28 @@ import pandas as pd
 import pysam
 import pytest
 import torch
-import typer
-from typer.testing import CliRunner
 
-from evo2lite import load_model
 from evo2lite.apps import score_vcf_jobs as J
 from evo2lite.apps import score_vcf_sites as sites
 from evo2lite.apps.score import token_logprobs
 from evo2lite.apps.score_vcf import score_variants
-from evo2lite.apps.score_vcf_cli import score_vcf_command
-from evo2lite.checkpoint import save_model
 from evo2lite.pipelines import vcf as V
 from evo2lite.pipelines.fasta import ReferenceGenome
 from evo2lite.pipelines.windows import reverse_complement
 from evo2lite.tokenizer import encode
+from helpers import EXAMPLE_REF as REF, EXAMPLE_VCF as VCF, invoke_score_vcf, vcf_body
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "data" / "examples"
-VCF = EXAMPLES / "chr20_example.vcf.gz"
-REF = EXAMPLES / "chr20_GRCh37_example.fa.gz"
 NUM_RECORDS, NUM_ALTS = 76, 77
 WINDOW = "128"
 
-app = typer.Typer()
-app.command()(score_vcf_command)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_model("debug", random_init=True, seed=0)
-
-
-@pytest.fixture(scope="module")
-def model_dir(model, tmp_path_factory):
-    return str(save_model(model, tmp_path_factory.mktemp("model") / "debug"))
-
+# the model / model_dir fixtures: tests/e2e/conftest.py
 
 def invoke(model_dir, *args, input=None):
-    argv = [str(a) for a in args] + ["--model", model_dir, "--threads", "1", "--no-progress"]
-    if "--window" not in argv:
-        argv += ["--window", WINDOW]
-    return CliRunner().invoke(app, argv, input=input)
+    return invoke_score_vcf(model_dir, *args, window=WINDOW, input=input)
 
 
 def files_in(folder: Path) -> set[str]:
     return {p.name for p in folder.iterdir()}
-
-
-def vcf_body(path) -> list[str]:
-    with (gzip.open(path, "rt") if str(path).endswith(".gz") else open(path)) as fh:
-        return [line for line in fh if not line.startswith("#")]
 
 
 # --- the main job ----------------------------------------------------------------------------------

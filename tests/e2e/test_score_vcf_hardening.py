@@ -11,42 +11,17 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import typer
-from typer.testing import CliRunner
 
-from evo2lite import load_model
 from evo2lite.apps.score_vcf import score_variants
-from evo2lite.apps.score_vcf_cli import score_vcf_command
-from evo2lite.checkpoint import save_model
 from evo2lite.pipelines import vcf as V
+from helpers import EXAMPLE_REF as REF, EXAMPLE_VCF as VCF, invoke_score_vcf, vcf_body as body
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "data" / "examples"
-VCF = EXAMPLES / "chr20_example.vcf.gz"
-REF = EXAMPLES / "chr20_GRCh37_example.fa.gz"
 HEADER = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
 
-app = typer.Typer()
-app.command()(score_vcf_command)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_model("debug", random_init=True, seed=0)
-
-
-@pytest.fixture(scope="module")
-def model_dir(model, tmp_path_factory):
-    return str(save_model(model, tmp_path_factory.mktemp("model") / "debug"))
-
+# the model / model_dir fixtures: tests/e2e/conftest.py
 
 def invoke(model_dir, *args):
-    argv = [str(a) for a in args] + ["--model", model_dir, "--threads", "1", "--no-progress", "--window", "64"]
-    return CliRunner().invoke(app, argv)
-
-
-def body(path) -> list[str]:
-    with (gzip.open(path, "rt") if str(path).endswith(".gz") else open(path)) as fh:
-        return [line for line in fh if not line.startswith("#")]
+    return invoke_score_vcf(model_dir, *args, window="64")
 
 
 def write_vcf(path: Path, records) -> Path:

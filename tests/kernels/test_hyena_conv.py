@@ -123,22 +123,28 @@ def test_bad_input_is_a_value_error():
         hyena_conv(z, w, h, current_tap="middle")
 
 
-@pytest.mark.parametrize("kind", ["S", "M"])
-def test_mixer_dispatch_and_state_hand_off(kind):
-    # the mixer on the fused op equals the mixer on the reference ops, forward and parameter gradients; a
-    # first chunk run fused leaves the same FIR tails, and the next chunk (reference, from those tails)
-    # continues the sequence exactly
+def _random_mixer(kind: str, seed: int):
+    """A Hyena-SE ("S") or -MR ("M") mixer of d_model 16 (2 filter groups), weights N(0, 0.3), on DEV."""
     import dataclasses
 
     from evo2lite.config import PRESETS
     from evo2lite.mixers import MIXERS
 
     cfg = dataclasses.replace(PRESETS["debug"], d_model=16, num_se_groups=2, num_mr_groups=2, num_heads=1)
-    torch.manual_seed(3)
+    torch.manual_seed(seed)
     mixer = MIXERS[kind](cfg).to(DEV)
     with torch.no_grad():
         for p in mixer.parameters():
             p.normal_(0, 0.3)
+    return mixer
+
+
+@pytest.mark.parametrize("kind", ["S", "M"])
+def test_mixer_dispatch_and_state_hand_off(kind):
+    # the mixer on the fused op equals the mixer on the reference ops, forward and parameter gradients; a
+    # first chunk run fused leaves the same FIR tails, and the next chunk (reference, from those tails)
+    # continues the sequence exactly
+    mixer = _random_mixer(kind, seed=3)
     a = torch.randn(1, 139, 16, device=DEV)
     outs = {}
     for backend in ("triton", "reference"):
@@ -170,18 +176,9 @@ def test_chunked_prefill_runs_fused_and_continues_exactly(kind, monkeypatch):
     # chunks after the first run on the fused op too (their first K + 1 outputs recomputed from the carried
     # tails); a decode-sized chunk in between takes the reference ops; the concatenation equals one pass and
     # the tails left behind equal the reference path's
-    import dataclasses
-
-    from evo2lite.config import PRESETS
     from evo2lite.kernels import hyena
-    from evo2lite.mixers import MIXERS
 
-    cfg = dataclasses.replace(PRESETS["debug"], d_model=16, num_se_groups=2, num_mr_groups=2, num_heads=1)
-    torch.manual_seed(4)
-    mixer = MIXERS[kind](cfg).to(DEV)
-    with torch.no_grad():
-        for p in mixer.parameters():
-            p.normal_(0, 0.3)
+    mixer = _random_mixer(kind, seed=4)
     reach = mixer.filter.h.shape[1] + 1
     cuts = [0, 150, 151, 151 + reach + 1, 151 + reach + 1 + 3 * reach]
     a = torch.randn(2, cuts[-1], 16, device=DEV)

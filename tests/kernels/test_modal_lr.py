@@ -131,7 +131,7 @@ def test_trainable_parametrization_trains_through_the_kernel(monkeypatch):
     import dataclasses
 
     from evo2lite.config import PRESETS
-    from evo2lite.mixers import ModalFilter
+    from evo2lite.mixers import set_backend
     from evo2lite.model import StripedHyena2, init_weights_
     from evo2lite.train_params import make_trainable, param_groups
     from evo2lite.kernels.modal import triton as modal_triton
@@ -143,9 +143,7 @@ def test_trainable_parametrization_trains_through_the_kernel(monkeypatch):
 
     def losses(backend):
         model = make_trainable(init_weights_(StripedHyena2(cfg), 1).to(DEV))
-        for m in model.modules():
-            if isinstance(m, ModalFilter):
-                m.backend = backend
+        set_backend(model, backend)
         opt = torch.optim.AdamW(param_groups(model, 0.1), lr=3e-2)
         out = []
         for _ in range(3):
@@ -193,16 +191,14 @@ def test_gpu_fp32_long_and_bf16(L):
 @gpu
 def test_gpu_model_uses_the_kernel_and_matches_reference():
     from evo2lite.config import PRESETS
-    from evo2lite.mixers import ModalFilter
+    from evo2lite.mixers import set_backend
     from evo2lite.model import StripedHyena2, init_weights_
 
     model = init_weights_(StripedHyena2(PRESETS["debug"]), 0).to(DEV)
     ids = torch.randint(0, 256, (2, 700), device=DEV)
     with torch.no_grad():
         got = model(ids)
-        for m in model.modules():
-            if isinstance(m, ModalFilter):
-                m.backend = "reference"
+        set_backend(model, "reference")
         want = model(ids)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 

@@ -5,27 +5,21 @@ as long as the Hyena-MR halo and longer (tests/parallel/cp_worker.py runs the ch
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 import torch
 
 from cp_worker import worker  # pytest puts this test's folder (no __init__.py) on sys.path
+from helpers import free_port
 
 RTOL = 2e-5  # fp32: |cp - ref| <= RTOL * max|ref| + a tiny floor
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(tmp_path, world: int, which: str) -> dict:
     import torch.multiprocessing as mp
 
     path = tmp_path / f"cp{world}_{which}.json"
-    mp.spawn(worker, args=(world, _port(), str(path), which), nprocs=world, join=True)
+    mp.spawn(worker, args=(world, free_port(), str(path), which), nprocs=world, join=True)
     return json.loads(path.read_text())
 
 
@@ -117,7 +111,7 @@ def test_dead_rank_fails_the_job_with_one_line(tmp_path, how):
 
     timeout_s = 8
     script = Path(__file__).with_name("dead_rank_worker.py")
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_port()), "WORLD_SIZE": "2",
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2",
            "EVO2LITE_DIST_TIMEOUT": str(timeout_s), "OMP_NUM_THREADS": "1"}
     env.pop("EVO2LITE_DEBUG", None)
     procs = [subprocess.Popen([sys.executable, str(script)], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},

@@ -2,24 +2,18 @@
 the scores of one process; only rank 0 writes."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).resolve().parents[2] / "data" / "fixtures"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import FIXTURES, free_port, run_one_and_context_parallel
 
 
 def _table(path: Path) -> dict[str, list[float]]:
-    rows = [ln.split("\t") for ln in path.read_text().splitlines()[1:]]
+    lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("#evo2lite_")]  # provenance first
+    rows = [ln.split("\t") for ln in lines[1:]]
     return {r[0]: [float(x) for x in r[1:]] for r in rows}
 
 
@@ -28,15 +22,8 @@ def test_score_under_context_parallel_equals_one_process(tmp_path):
     fasta = tmp_path / "in.fa"
     records = FIXTURES.joinpath("dicty_cdna20.fa").read_text().split(">")[1:4]
     fasta.write_text("".join(">" + r for r in records))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "EVO2LITE_DIST_TIMEOUT": "120"}
-    common = ["score", str(fasta), "--device", "cpu", "--context", "4096", "--batch-size", "2"]
-    one = subprocess.run([sys.executable, "-m", "evo2lite", *common, "-o", str(tmp_path / "one.tsv")],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr
-    cp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                         str(_port()), "-m", "evo2lite", *common, "-o", str(tmp_path / "cp.tsv"),
-                         "--context-parallel", "2"], env=env, capture_output=True, text=True, timeout=300)
-    assert cp.returncode == 0, cp.stderr
+    run_one_and_context_parallel(["score", str(fasta), "--device", "cpu", "--context", "4096", "--batch-size", "2"],
+                                 tmp_path / "one.tsv", tmp_path / "cp.tsv")
     a, b = _table(tmp_path / "one.tsv"), _table(tmp_path / "cp.tsv")
     assert a.keys() == b.keys() and len(a) == 3
     for name in a:
@@ -64,7 +51,7 @@ def test_benchmark_quick_on_gloo(tmp_path):
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "context_parallel.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                          str(_port()), str(script), "--quick", "--device", "cpu", "--parts", "check,model",
+                          str(free_port()), str(script), "--quick", "--device", "cpu", "--parts", "check,model",
                           "--lengths", "1k", "--budget", "90", "--out", str(tmp_path)],
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -82,15 +69,8 @@ def test_embed_under_context_parallel_equals_one_process(tmp_path):
     fasta = tmp_path / "in.fa"
     records = FIXTURES.joinpath("dicty_cdna20.fa").read_text().split(">")[1:3]
     fasta.write_text("".join(">" + r for r in records))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "EVO2LITE_DIST_TIMEOUT": "120"}
-    common = ["embed", str(fasta), "--device", "cpu", "--layer", "blocks.3,final"]
-    one = subprocess.run([sys.executable, "-m", "evo2lite", *common, "-o", str(tmp_path / "one.npz")],
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr
-    cp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                         str(_port()), "-m", "evo2lite", *common, "-o", str(tmp_path / "cp.npz"),
-                         "--context-parallel", "2"], env=env, capture_output=True, text=True, timeout=300)
-    assert cp.returncode == 0, cp.stderr
+    run_one_and_context_parallel(["embed", str(fasta), "--device", "cpu", "--layer", "blocks.3,final"],
+                                 tmp_path / "one.npz", tmp_path / "cp.npz")
     a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "cp.npz")
     arrays = [k for k in a.files if a[k].dtype.kind == "f"]
     assert sorted(a.files) == sorted(b.files) and len(arrays) == 4

@@ -2,15 +2,12 @@
 --context-parallel 2), and 4 ranks as 2 data-parallel x 2 context-parallel, log the losses and export the
 weights of one process with the same batches."""
 
-import json
 import os
-import socket
-from pathlib import Path
 
 import pytest
 import torch
 
-FIXTURES = Path(__file__).resolve().parents[2] / "data" / "fixtures"
+from helpers import FIXTURES, free_port, train_losses
 TINY = {"preset": "debug", "layout": "SMLA", "d_model": 32, "num_heads": 2, "d_mlp": 64,
         "num_se_groups": 4, "num_mr_groups": 4, "mr_filter_len": 16}
 
@@ -38,10 +35,6 @@ def _worker(rank, world, port, corpus, out, cp):
             dist.destroy_process_group()
 
 
-def _losses(out):
-    return [r["loss"] for r in map(json.loads, (Path(out) / "log.jsonl").read_text().splitlines()) if "loss" in r]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("world,cp", [(2, 2), (4, 2)])
 def test_context_parallel_training_equals_one_process(tmp_path, world, cp):
@@ -52,13 +45,11 @@ def test_context_parallel_training_equals_one_process(tmp_path, world, cp):
 
     corpus = tmp_path / "corpus"
     build_corpus(FIXTURES / "manifest.yaml", corpus, progress=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mp.spawn(_worker, args=(world, port, str(corpus), str(tmp_path / "cp"), cp), nprocs=world, join=True)
     torch.set_num_threads(1)
     train(_cfg(corpus, tmp_path / "one"), device="cpu")
-    cp, one = _losses(tmp_path / "cp"), _losses(tmp_path / "one")
+    cp, one = train_losses(tmp_path / "cp"), train_losses(tmp_path / "one")
     assert len(cp) == len(one) == 3
     assert cp == pytest.approx(one, rel=1e-5, abs=1e-6)
     assert cp[0] != cp[-1]  # it trained

@@ -1,15 +1,12 @@
 """DDP: two gloo processes on CPU, each with half the global batch, give the losses of one process that
 takes the whole global batch (the loss is normalised by the global batch's weight, not per rank)."""
 
-import json
 import os
-import socket
-from pathlib import Path
 
 import pytest
 import torch
 
-FIXTURES = Path(__file__).resolve().parents[2] / "data" / "fixtures"
+from helpers import FIXTURES, free_port, train_losses
 TINY = {"preset": "debug", "layout": "SMLA", "d_model": 32, "num_heads": 2, "d_mlp": 64,
         "num_se_groups": 4, "num_mr_groups": 4, "mr_filter_len": 32}
 
@@ -37,10 +34,6 @@ def _worker(rank, world, port, corpus, out):
             dist.destroy_process_group()
 
 
-def _losses(out):
-    return [r["loss"] for r in map(json.loads, (Path(out) / "log.jsonl").read_text().splitlines()) if "loss" in r]
-
-
 @pytest.mark.slow
 def test_two_gloo_ranks_equal_one_process(tmp_path):
     import torch.multiprocessing as mp
@@ -50,13 +43,11 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
 
     corpus = tmp_path / "corpus"
     build_corpus(FIXTURES / "manifest.yaml", corpus, progress=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mp.spawn(_worker, args=(2, port, str(corpus), str(tmp_path / "ddp")), nprocs=2, join=True)
     torch.set_num_threads(1)
     train(_cfg(corpus, tmp_path / "one", micro=4), device="cpu")  # 1 rank x 2 micro-batches of 4 = 8
-    ddp, one = _losses(tmp_path / "ddp"), _losses(tmp_path / "one")
+    ddp, one = train_losses(tmp_path / "ddp"), train_losses(tmp_path / "one")
     assert len(ddp) == len(one) == 3
     assert ddp == pytest.approx(one, rel=1e-5, abs=1e-6)
     # and the exported weights agree

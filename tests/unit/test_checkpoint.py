@@ -353,40 +353,6 @@ def test_dtype_and_device_arguments():
 
 # --- hf:REPO, offline --------------------------------------------------------------------------------------
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-@pytest.fixture
-def hf_cache(tmp_path, monkeypatch):
-    """An offline Hugging Face cache in tmp_path/hub; returns a function adding a repo with files."""
-    import huggingface_hub.constants as hf_constants
-
-    hub = tmp_path / "hub"
-    hub.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # huggingface_hub reads both at import time: patch the imported constants as well
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hub))
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-
-    def add_repo(repo_id: str, files: dict) -> None:
-        org, name = repo_id.split("/")
-        root = hub / f"models--{org}--{name}"
-        (root / "refs").mkdir(parents=True)
-        (root / "refs" / "main").write_text(COMMIT)
-        snap = root / "snapshots" / COMMIT
-        snap.mkdir(parents=True)
-        for fname, src in files.items():
-            if isinstance(src, str):
-                (snap / fname).write_text(src)
-            elif isinstance(src, bytes):
-                (snap / fname).write_bytes(src)
-            else:  # a path: hard-link it in (HF snapshots link to blobs; a plain file reads the same)
-                os.link(src, snap / fname)
-
-    return add_repo
-
-
 def test_hf_repo_with_an_official_checkpoint(tmp_path, hf_cache):
     pt, yml, _ = write_official(tmp_path, "smlasml")
     hf_cache("org/evo2-tiny", {"evo2-tiny.pt": pt, "config.json": '{"model_type": "evo2"}\n'})

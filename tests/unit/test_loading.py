@@ -22,8 +22,6 @@ from evo2lite.fp8 import Fp8Linear
 from evo2lite.loading import EVO2_REPOS, load_model, read_config, scoring_window
 from evo2lite.model import StripedHyena2, init_weights_
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
 
 def te_extra_state(seed: int) -> io.BytesIO:
     """What TE 1.x's get_extra_state writes: a BytesIO holding torch.save of the FP8 meta tensors."""
@@ -51,28 +49,10 @@ def write_fp8_official(path, name="evo2-tiny-fp8"):
 
 
 @pytest.fixture
-def hf_cache(tmp_path, monkeypatch):
-    import huggingface_hub.constants as hf_constants
-
-    hub = tmp_path / "hub"
-    hub.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hub))
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+def hf_cache(hf_cache, tmp_path, monkeypatch):
+    """tests/conftest.py's offline HF cache, with an empty evo2lite import cache."""
     monkeypatch.setenv(loading.CACHE_ENV, str(tmp_path / "evo2lite-cache"))
-
-    def add_repo(repo_id: str, files: dict) -> None:
-        org, name = repo_id.split("/")
-        root = hub / f"models--{org}--{name}"
-        (root / "refs").mkdir(parents=True)
-        (root / "refs" / "main").write_text(COMMIT)
-        snap = root / "snapshots" / COMMIT
-        snap.mkdir(parents=True)
-        for fname, src in files.items():
-            os.link(src, snap / fname)
-
-    return add_repo
+    return hf_cache
 
 
 def test_every_evo2_name_has_a_preset_and_a_repo():

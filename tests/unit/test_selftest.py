@@ -57,7 +57,7 @@ def test_published_values_are_upstreams():
 
 
 def test_cli_exit_codes(shipped, prompts, monkeypatch):
-    monkeypatch.setattr(S.importlib.util, "find_spec", lambda name: None)  # as if evo2 were not installed
+    monkeypatch.setattr(S, "SHIPPED_PROMPTS", (S.Path("/nonexistent/prompts.csv"),))  # as if not shipped
     path, seqs = prompts
     mean = float(np.mean([direct(shipped, s)[0] for s in seqs]))
     runner = CliRunner()
@@ -66,8 +66,36 @@ def test_cli_exit_codes(shipped, prompts, monkeypatch):
     ok = runner.invoke(app, common + ["--expect-loss", f"{mean:.7f}"])
     assert ok.exit_code == 0, ok.output
     assert ok.stdout.startswith("PASS:") and "fp8 off" in ok.stdout
+    from evo2lite.apps.provenance import weights_digest
+
+    assert f"weights {weights_digest(shipped)[:16]}" in ok.stdout
     bad = runner.invoke(app, common + ["--expect-loss", f"{mean + 0.01:.7f}"])
     assert bad.exit_code == 1 and bad.stdout.startswith("FAIL:")
-    missing = runner.invoke(app, common[:3] + ["--device", "cpu"])  # no --prompts, no evo2 installed
+    missing = runner.invoke(app, common[:3] + ["--device", "cpu"])  # no --prompts, none shipped
     assert missing.exit_code == 2 and "prompts.csv" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_shipped_prompts_are_upstreams(tmp_path, monkeypatch):
+    """data/evo2_selftest/prompts.csv is evo2's file (sha256 pinned; 4 sequences of the published test);
+    a changed copy is refused in one line rather than giving a meaningless PASS."""
+    import hashlib
+
+    path = S.find_prompts()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == S.PROMPTS_SHA256
+    assert [len(s) for s in S.read_prompts(path)] == [6538, 7056, 6160, 7616]
+    changed = tmp_path / "prompts.csv"
+    changed.write_bytes(path.read_bytes().replace(b"GAATAGG", b"GAATAGC", 1))
+    monkeypatch.setattr(S, "SHIPPED_PROMPTS", (changed,))
+    with pytest.raises(S.Evo2LiteError, match="not evo2's prompts.csv"):
+        S.find_prompts()
+    assert S.find_prompts(changed) == changed  # --prompts: the user's own file, as given
+
+
+def test_models_without_a_published_loss_stop_before_loading(monkeypatch):
+    import evo2lite.loading as L
+
+    monkeypatch.setattr(L, "load_model", lambda *a, **k: pytest.fail("loaded"))
+    result = CliRunner().invoke(app, ["selftest", "--model", "evo2_7b_262k", "--device", "cpu"])
+    assert result.exit_code == 2 and "--expect-loss" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

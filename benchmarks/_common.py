@@ -1,0 +1,57 @@
+"""Set-up shared by the benchmark scripts (imported as `_common`: a script's own folder is on sys.path).
+
+`bootstrap()` imports evo2lite from this checkout when it is not installed, mapping kernels/ and pipelines/
+to evo2lite.kernels / evo2lite.pipelines as the installed package does (setuptools package-dir). Call it
+before importing anything from evo2lite.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GiB = 1 << 30
+
+
+def bootstrap() -> None:
+    try:
+        import evo2lite.kernels  # noqa: F401
+        return
+    except ModuleNotFoundError:
+        pass
+    sys.path.insert(0, str(ROOT))
+    import evo2lite
+
+    for sub in ("kernels", "pipelines"):
+        name = f"evo2lite.{sub}"
+        if name in sys.modules:
+            continue
+        spec = importlib.util.spec_from_file_location(name, ROOT / sub / "__init__.py",
+                                                      submodule_search_locations=[str(ROOT / sub)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        setattr(evo2lite, sub, module)
+
+
+def default_out() -> str:
+    """--out's default: $OUT, else benchmarks/out."""
+    return os.environ.get("OUT") or str(ROOT / "benchmarks" / "out")
+
+
+def parse_length(text: str) -> int:
+    """'8k' -> 8192, '1m' -> 1048576, '1.5k' -> 1536, '777' -> 777."""
+    text = text.strip().lower()
+    scale = {"k": 1024, "m": 1 << 20}.get(text[-1:], 1)
+    return int(float(text[:-1] if scale > 1 else text) * scale)
+
+
+def human(n: int) -> str:
+    if n >= 1 << 20 and n % (1 << 20) == 0:
+        return f"{n >> 20}M"
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n >> 10}k"
+    return str(n)
