@@ -33,7 +33,12 @@ def difficulty_curves(df, task: str) -> dict[str, dict[str, list[tuple[float, fl
 
 def plot_task(df, task: str, path: str | os.PathLike):
     """One figure per task, one panel per difficulty axis; returns the Figure (saved by extension)."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:  # the extra is not installed
+        from ..errors import Evo2LiteError
+
+        raise Evo2LiteError("plots need matplotlib: pip install 'evo2lite[plots]'") from exc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -71,7 +76,8 @@ def _save(fig, path) -> None:
 
 
 def markdown_summary(df) -> str:
-    """Layouts x tasks table of mean best accuracy (MAD's per-task score), as Markdown."""
+    """Layouts x tasks table of mean best accuracy (MAD's per-task score), as Markdown; '-' where a layout
+    has no finished run of a task."""
     table = summary_table(df)
     if table.empty:
         return "(no runs)\n"
@@ -80,5 +86,5 @@ def markdown_summary(df) -> str:
     lines = ["| layout | " + " | ".join(shorts.get(c, c) for c in cols) + " |",
              "|---|" + "---:|" * len(cols)]
     for layout, row in table.iterrows():
-        lines.append(f"| {layout} | " + " | ".join(f"{row[c]:.3f}" for c in cols) + " |")
+        lines.append(f"| {layout} | " + " | ".join("-" if row[c] != row[c] else f"{row[c]:.3f}" for c in cols) + " |")
     return "\n".join(lines) + "\n"

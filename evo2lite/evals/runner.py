@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Evo2LiteError
-from .tasks import TASKS, make_data, setting_id
+from .tasks import NUM_TEST_EXAMPLES, TASKS, make_data, setting_id
 
 RESULT_COLUMNS = ["layout", "task", "setting", "change_key", "change_value", "lr", "weight_decay", "seed",
-                  "epochs", "steps", "batch_size", "num_params", "train_loss", "test_loss", "test_acc",
-                  "seconds", "device", "version"]
+                  "epochs", "steps", "batch_size", "num_test", "num_params", "train_loss", "test_loss", "test_acc",
+                  "seconds", "device", "backend", "version"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class RunSpec:
     batch_size: int
     seed: int
     device: str
+    num_test: int = NUM_TEST_EXAMPLES
+    backend: str = "auto"  # the Hyena kernel switch (evo2lite.mixers.set_backend)
 
     @property
     def key(self) -> tuple:
@@ -48,30 +50,31 @@ class RunSpec:
 
 def plan_runs(layouts: list[str], tasks: list[str], grid: str = "reduced", lrs=(5e-4,), weight_decays=(0.0,),
               epochs: int = 200, max_steps: int | None = None, batch_size: int = 128, seed: int = 12345,
-              device: str = "cpu") -> list[RunSpec]:
+              device: str = "cpu", num_test: int = NUM_TEST_EXAMPLES, backend: str = "auto") -> list[RunSpec]:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise Evo2LiteError(f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(TASKS)}")
     if grid not in ("baseline", "reduced", "full"):
         raise Evo2LiteError(f"grid must be baseline, reduced or full, not {grid!r}")
-    runs = []
+    # every task's baseline first, then every task's first change, ...: a sweep cut short by its time budget
+    # still covers every task
+    ranked = []
     for task_name in tasks:
         task = TASKS[task_name]
-        for setting in task.settings(grid):
+        for rank, setting in enumerate(task.settings(grid)):
             change = next((k for k in setting if setting[k] != task.baseline.get(k)), "")
-            for layout in layouts:
-                for lr in lrs:
-                    for wd in weight_decays:
-                        runs.append(RunSpec(layout, task_name, tuple(sorted(setting.items())), change, lr, wd,
-                                            epochs, max_steps, batch_size, seed, device))
-    return runs
+            ranked += [(rank, RunSpec(layout, task_name, tuple(sorted(setting.items())), change, lr, wd, epochs,
+                                      max_steps, batch_size, seed, device, num_test, backend))
+                       for layout in layouts for lr in lrs for wd in weight_decays]
+    return [spec for _, spec in sorted(ranked, key=lambda item: item[0])]
 
 
-def run_one(spec: RunSpec, threads: int | None = None) -> dict:
-    """Train one model on one setting and return its result row."""
+def run_one(spec: RunSpec, threads: int | None = None, on_step=None) -> dict:
+    """Train one model on one setting and return its result row. `on_step(step, total)` after each step."""
     import torch
 
     from .. import __version__
+    from ..mixers import set_backend
     from ..train_params import make_trainable, param_groups
     from .models import build_task_model, masked_loss_and_hits
 
@@ -79,11 +82,12 @@ def run_one(spec: RunSpec, threads: int | None = None) -> dict:
         torch.set_num_threads(threads)
     task = TASKS[spec.task]
     setting = dict(spec.setting)
-    data = _cached_data(spec.task, spec.setting, spec.seed)
+    data = _cached_data(spec.task, spec.setting, spec.seed, spec.num_test)
     device = torch.device(spec.device)
     torch.manual_seed(spec.seed)
     model = build_task_model(spec.layout, setting["vocab_size"], data.train_inputs.shape[1],
                              task.encoder_decoder, seed=spec.seed).to(device)
+    set_backend(model, spec.backend)
     make_trainable(model.backbone, decay_len=data.train_inputs.shape[1])
     optimizer = torch.optim.AdamW(param_groups(model, spec.weight_decay), lr=spec.lr)
     n = len(data.train_inputs)
@@ -117,29 +121,34 @@ def run_one(spec: RunSpec, threads: int | None = None) -> dict:
             step += 1
             if step % 25 == 0 or step == total:  # .item() syncs the GPU: sample the loss sparsely
                 recent = (recent + [loss.item()])[-4:]
+            if on_step is not None:
+                on_step(step, total)
     test_loss, test_acc = _evaluate(model, data.test_inputs, data.test_targets, device, autocast)
     return dict(layout=spec.layout, task=spec.task, setting=setting_id(task, setting), change_key=spec.change_key,
                 change_value=json.dumps(setting.get(spec.change_key)) if spec.change_key else "",
                 lr=spec.lr, weight_decay=spec.weight_decay, seed=spec.seed, epochs=spec.epochs, steps=step,
-                batch_size=spec.batch_size, num_params=sum(p.numel() for p in model.parameters()),
+                batch_size=spec.batch_size, num_test=len(data.test_inputs),
+                num_params=sum(p.numel() for p in model.parameters()),
                 train_loss=float(np.mean(recent)) if recent else float("nan"), test_loss=test_loss,
-                test_acc=test_acc, seconds=time.perf_counter() - start, device=str(device), version=__version__)
+                test_acc=test_acc, seconds=time.perf_counter() - start, device=str(device), backend=spec.backend,
+                version=__version__)
 
 
-def _run_group(specs: list[RunSpec], threads: int, seconds_left: float) -> list[dict]:
-    deadline = time.monotonic() + seconds_left  # monotonic clocks differ between processes: pass a duration
+def _run_group(specs: list[RunSpec], threads: int, deadline: float) -> list[dict]:
+    # deadline on the wall clock (time.time): monotonic clocks differ between processes, and a chunk may wait
+    # in the pool's queue long after it was submitted
     rows = []
     for spec in specs:
-        if time.monotonic() > deadline:
+        if time.time() > deadline:
             break
         rows.append(run_one(spec, threads))
     return rows
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_data(task: str, setting: tuple, seed: int):
-    # the layouts and the lr x wd sweep of one setting share its data; generating it can take seconds
-    return make_data(TASKS[task], dict(setting), seed=seed)
+def _cached_data(task: str, setting: tuple, seed: int, num_test: int = NUM_TEST_EXAMPLES):
+    # the layouts and the lr x wd sweep of one setting share its data; generating it takes ~1 s
+    return make_data(TASKS[task], dict(setting), seed=seed, num_test=num_test)
 
 
 def _evaluate(model, inputs, targets, device, autocast, batch: int = 256) -> tuple[float, float]:
@@ -185,10 +194,14 @@ def _write_table(df, path: Path) -> None:
 def run_synthetic(layouts: list[str], tasks: list[str], output: str | os.PathLike, *, grid: str = "reduced",
                   lrs=(5e-4,), weight_decays=(0.0,), epochs: int = 200, max_steps: int | None = None,
                   batch_size: int = 128, seed: int = 12345, device: str = "cpu", jobs: int = 1,
-                  resume: bool = False, progress=None, time_budget: float | None = None):
+                  resume: bool = False, progress=None, time_budget: float | None = None,
+                  num_test: int = NUM_TEST_EXAMPLES, backend: str = "auto", on_start=None, on_step=None):
     """Run every (layout, task setting, lr, wd) of the grid; returns the results table (pandas).
-    `progress(n)` is called after each run. time_budget (seconds): start no run after it has passed (the
-    runs in flight finish; `resume=True` later runs the rest)."""
+    Callbacks: `on_start(spec, todo)` before a run (in-process runs only), `on_step(step, total)` after each
+    optimizer step (in-process runs only), `progress(row, todo)` after each run with its result row; `todo`
+    is the number of runs this call has to do. time_budget (seconds): start no run after it has passed (the
+    runs in flight finish; `resume=True` later runs the rest). num_test: test examples per setting (MAD:
+    1280; fewer for a cheap CPU protocol, recorded per row)."""
     import pandas as pd
 
     from ..config import ModelConfig
@@ -196,7 +209,14 @@ def run_synthetic(layouts: list[str], tasks: list[str], output: str | os.PathLik
     for layout in layouts:  # validate the layout strings before any training
         ModelConfig(layout=layout, d_model=128, num_heads=16, d_mlp=344, num_se_groups=16, num_mr_groups=16)
     output = Path(output)
-    runs = plan_runs(layouts, tasks, grid, lrs, weight_decays, epochs, max_steps, batch_size, seed, device)
+    if num_test < 1:
+        raise Evo2LiteError(f"num_test must be at least 1, got {num_test}")
+    from ..mixers import BACKENDS
+
+    if backend not in BACKENDS:
+        raise Evo2LiteError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    runs = plan_runs(layouts, tasks, grid, lrs, weight_decays, epochs, max_steps, batch_size, seed, device,
+                     num_test, backend)
     table = _read_table(output) if resume else pd.DataFrame(columns=RESULT_COLUMNS)
     done = {(r.layout, r.setting, float(r.lr), float(r.weight_decay), int(r.seed)) for r in table.itertuples()}
     todo = [r for r in runs if r.key not in done]
@@ -206,25 +226,32 @@ def run_synthetic(layouts: list[str], tasks: list[str], output: str | os.PathLik
         rows.append(row)
         _write_table(pd.DataFrame(rows, columns=RESULT_COLUMNS), output)
         if progress is not None:
-            progress(1)
+            progress(row, len(todo))
 
-    deadline = time.monotonic() + time_budget if time_budget is not None else math.inf
+    deadline = time.time() + time_budget if time_budget is not None else math.inf
     if jobs <= 1:
         for spec in todo:
-            if time.monotonic() > deadline:
+            if time.time() > deadline:
                 break
-            record(run_one(spec))
+            if on_start is not None:
+                on_start(spec, len(todo))
+            record(run_one(spec, on_step=on_step))
     else:
         import multiprocessing
 
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        # one job per setting, so each worker generates a setting's data once for all its layouts
+        # chunks of one setting's runs, so a worker generates a setting's data once per chunk; a chunk holds at
+        # most ~1/(2 jobs) of the runs, so every worker gets work
         groups: dict[tuple, list[RunSpec]] = {}
         for spec in todo:
             groups.setdefault((spec.task, spec.setting), []).append(spec)
+        per = max(1, math.ceil(len(todo) / (2 * jobs)))
+        chunks = []
+        for group in groups.values():
+            pieces = math.ceil(len(group) / per)
+            chunks += [group[i::pieces] for i in range(pieces)]
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_run_group, group, threads, deadline - time.monotonic())
-                       for group in groups.values()]
+            futures = [pool.submit(_run_group, chunk, threads, deadline) for chunk in chunks]
             for fut in as_completed(futures):
                 for row in fut.result():
                     record(row)
@@ -247,8 +274,8 @@ def summary_table(df):
     if best.empty:
         return best
     table = best.pivot_table(index="layout", columns="task", values="test_acc", aggfunc="mean")
-    table["mean"] = table.mean(axis=1)
-    return table.sort_values("mean", ascending=False)
+    table["mean"] = table.mean(axis=1, skipna=False)  # no mean over a partial row: it would not compare
+    return table.sort_values("mean", ascending=False, na_position="last")
 
 
 __all__ = ["RunSpec", "plan_runs", "run_one", "run_synthetic", "best_over_sweep", "summary_table",

@@ -76,6 +76,28 @@ def test_data_is_deterministic_and_splits_are_disjoint(task):
     assert a.train_inputs.shape[1] == a.test_inputs.shape[1]
 
 
+@pytest.mark.parametrize("frac_noise", [0.0, 0.5])
+def test_recall_keys_keep_their_value_and_first_occurrences_are_not_scored(frac_noise):
+    setting = small("noisy-in-context-recall", frac_noise=frac_noise)
+    data = make_data(TASKS["noisy-in-context-recall"], setting, num_train=4, num_test=64)
+    plain, noise_pairs, pairs = 32 - 16, 0, 0
+    for x, y in zip(data.test_inputs, data.test_targets):
+        seq = np.concatenate([x, y[-1:]])  # the full sequence: the last target is the last token
+        value_of: dict[int, int] = {}
+        for j in range(0, len(seq) - 2, 2):  # pairs before the probe
+            k, v = int(seq[j]), int(seq[j + 1])
+            pairs += 1
+            if k >= plain:  # a noise pair: both tokens noise, never scored
+                assert v >= plain and y[j] == IGNORE
+                noise_pairs += 1
+                continue
+            assert k < plain // 2 <= v < plain
+            assert y[j] == (v if k in value_of else IGNORE)  # scored iff the key was seen before
+            assert value_of.setdefault(k, v) == v
+        assert value_of[int(seq[-2])] == seq[-1]  # the probe asks a key seen before
+    assert abs(noise_pairs / pairs - frac_noise) < 0.05
+
+
 def test_settings_follow_mads_grid():
     recall = TASKS["in-context-recall"]
     assert len(recall.settings("baseline")) == 1
@@ -100,7 +122,7 @@ def test_runner_resumes_and_reports(tmp_path):
     df = run_synthetic(["S", "A"], ["compression"], out, **kw)
     assert len(df) == 2 * 4 and out.exists()
     calls = []
-    df2 = run_synthetic(["S", "A"], ["compression"], out, resume=True, progress=calls.append, **kw)
+    df2 = run_synthetic(["S", "A"], ["compression"], out, resume=True, progress=lambda *a: calls.append(a), **kw)
     assert calls == [] and len(df2) == len(df)
     pd.testing.assert_frame_equal(pd.read_parquet(out), df2.astype(pd.read_parquet(out).dtypes.to_dict()))
     curves = difficulty_curves(df, "compression")
@@ -117,10 +139,16 @@ def test_cli_eval_synthetic(tmp_path):
     runner = CliRunner()
     out = tmp_path / "o.parquet"
     res = runner.invoke(app, ["eval", "synthetic", "--layouts", "S", "--tasks", "compression", "--grid",
-                              "baseline", "--max-steps", "1", "--batch-size", "16", "-o", str(out),
-                              "--plots", str(tmp_path / "plots")])
+                              "baseline", "--max-steps", "1", "--batch-size", "16", "--num-test", "8",
+                              "--backend", "reference", "-o", str(out), "--plots", str(tmp_path / "plots")])
     assert res.exit_code == 0, res.output
     assert "| S |" in res.stdout and (tmp_path / "plots" / "compression.png").exists()
+    assert "[1/1] S C-" in res.stderr and "1 steps" in res.stderr  # a line per finished run
+    row = pd.read_parquet(out).iloc[0]
+    assert row["num_test"] == 8 and row["backend"] == "reference" and row["steps"] == 1
+    res = runner.invoke(app, ["eval", "synthetic", "--tasks", "compression", "--backend", "cuda", "-o",
+                              str(tmp_path / "d.parquet")])
+    assert res.exit_code == 2 and "unknown backend" in res.stderr
     res = runner.invoke(app, ["eval", "synthetic", "--layouts", "SX", "--tasks", "compression", "-o",
                               str(tmp_path / "b.parquet")])
     assert res.exit_code == 2 and "layout" in res.stderr
@@ -139,8 +167,29 @@ def test_parallel_jobs_give_the_rows_of_one_process(tmp_path):
     assert list(a["test_acc"]) == list(b["test_acc"])
 
 
+def test_callbacks_report_every_step_and_run(tmp_path):
+    events = []
+    run_synthetic(["S", "A"], ["compression"], tmp_path / "e.parquet", grid="baseline", max_steps=3, batch_size=8,
+                  num_test=4, on_start=lambda spec, todo: events.append(("start", spec.layout, todo)),
+                  on_step=lambda step, total: events.append(("step", step, total)),
+                  progress=lambda row, todo: events.append(("done", row["layout"], todo)))
+    one = [("step", 1, 3), ("step", 2, 3), ("step", 3, 3)]
+    assert events == [("start", "S", 2), *one, ("done", "S", 2), ("start", "A", 2), *one, ("done", "A", 2)]
+
+
+def test_plan_puts_every_tasks_baseline_first():
+    from evo2lite.evals import plan_runs
+
+    runs = plan_runs(["S", "A"], ["in-context-recall", "compression"], grid="reduced")
+    first = [(r.task, r.change_key) for r in runs[:4]]
+    assert first == [("in-context-recall", "")] * 2 + [("compression", "")] * 2
+    assert len(runs) == 2 * (4 + 4) and len({r.key for r in runs}) == len(runs)
+
+
 def test_time_budget_stops_new_runs_and_resume_finishes(tmp_path):
     out = tmp_path / "t.parquet"
     kw = dict(grid="baseline", max_steps=1, batch_size=16)
     assert len(run_synthetic(["S", "A"], ["compression"], out, time_budget=0, **kw)) == 0
     assert len(run_synthetic(["S", "A"], ["compression"], out, resume=True, **kw)) == 2
+    # worker processes: chunks waiting in the queue see the same wall-clock deadline
+    assert len(run_synthetic(["S", "A"], ["compression"], tmp_path / "j.parquet", time_budget=0, jobs=2, **kw)) == 0
