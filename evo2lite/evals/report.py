@@ -49,6 +49,7 @@ def plot_task(df, task: str, path: str | os.PathLike):
     if not curves:  # the baseline setting alone: one bar per layout
         best = best_over_sweep(df[df["task"] == task])
         axes[0][0].bar(best["layout"], best["test_acc"])
+        axes[0][0].tick_params(axis="x", labelrotation=60, labelsize=7)
         axes[0][0].set_ylim(0, 1.02)
     for ax, (axis, per_layout) in zip(axes[0], curves.items()):
         for layout, points in per_layout.items():
