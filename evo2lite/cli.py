@@ -128,7 +128,10 @@ def score(fasta: Annotated[str, typer.Argument(help="FASTA or GenBank (plain, gz
           allow_inexact: AllowInexactOpt = False, force: Annotated[bool, typer.Option("--force")] = False,
           context_parallel: Annotated[int, typer.Option(
               "--context-parallel", help="Split each window across the N ranks of a torchrun job (N = "
-                                         "--nproc-per-node); rank 0 writes the outputs.")] = 1) -> None:
+                                         "--nproc-per-node); rank 0 writes the outputs.")] = 1,
+          tag: Annotated[Optional[str], typer.Option(
+              "--tag", help="Evo 2 phylogenetic tag |d__...;...;s__...| run before every window as context, "
+                            "never scored (`evo2lite tag` builds one).")] = None) -> None:
     """Per-sequence log-likelihood (natural log) of every record: name, length, sum and mean log-prob."""
     from .apps.input_check import DnaCheck
     from .apps.score import score_sequences, write_per_position, write_score_table
@@ -139,6 +142,12 @@ def score(fasta: Annotated[str, typer.Argument(help="FASTA or GenBank (plain, gz
     from .progress import progress_bar
 
     check_options(batch_size=batch_size, context=context)
+    if tag is not None:
+        from .tags import check_tag
+
+        check_tag(tag)  # before any work; the model warning follows once it is loaded
+        if context_parallel > 1:
+            raise Evo2LiteError("--tag is not implemented with --context-parallel")
     apply_threads(threads)
     device = resolve_device(device)
     for path in (output, per_position):
@@ -171,14 +180,17 @@ def score(fasta: Annotated[str, typer.Argument(help="FASTA or GenBank (plain, gz
             return
     else:
         net = load_model(model, config=config, device=device, dtype=dtype, fp8=fp8, allow_inexact=allow_inexact)
+        if tag is not None:
+            check_tag(tag, net)
         total = sum(max(len(seq) - 1, 0) for _, seq in records)
         with progress_bar("scoring", total=total, unit="bases") as advance:
-            results = score_sequences(net, records, batch_size=batch_size, context=context, progress=advance)
+            results = score_sequences(net, records, batch_size=batch_size, context=context, progress=advance,
+                                      tag=tag or "")
     from .apps.provenance import run_provenance
     from .loading import scoring_window
 
     meta = run_provenance(net, context=context if context is not None else scoring_window(net, None),
-                          context_parallel=context_parallel if context_parallel > 1 else None)
+                          context_parallel=context_parallel if context_parallel > 1 else None, tag=tag)
     if output is None:
         write_score_table(results, sys.stdout, meta)
     else:
@@ -186,6 +198,17 @@ def score(fasta: Annotated[str, typer.Argument(help="FASTA or GenBank (plain, gz
             write_score_table(results, out, meta)
     if per_position is not None:
         write_per_position(results, per_position, meta)
+
+
+@app.command("tag")
+@cli_errors
+def tag_command(lineage: Annotated[str, typer.Argument(
+        help="Ranks from domain down, ';'-separated: 'Bacteria;Pseudomonadota;Gammaproteobacteria;...' "
+             "(GTDB's d__/p__ prefixes accepted).")]) -> None:
+    """Print the Evo 2 phylogenetic tag of a lineage (offline), for --tag: |d__...;p__...;...;s__...|."""
+    from .tags import build_tag
+
+    print(build_tag(lineage))
 
 
 def _register_app_commands() -> None:

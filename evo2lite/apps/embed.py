@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import Evo2LiteError, InputError
-from ..tokenizer import PAD_ID
+from ..tokenizer import PAD_ID, encode
 from .embed_reduce import Reducer, Strand
 
 __all__ = ["Embedding", "Embedder", "SeqInput", "embed", "default_layer", "layer_names", "resolve_layers",
@@ -172,8 +172,14 @@ class Embedder:
     def __init__(self, model, layers: str | Iterable[str] | None = None, *, pool: str | None = None,
                  stride: int | None = None, rc_average: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE,
                  window_mode: bool = False, window_overlap: int | None = None, batch_size: int = 1,
-                 out_dtype: str = "float32") -> None:
+                 out_dtype: str = "float32", tag: str = "") -> None:
         self.model = model
+        if tag:  # a phylogenetic tag (evo2lite.tags) run before each strand / window; its outputs are dropped
+            from ..tags import check_tag
+
+            check_tag(tag, model)
+        self.tag = tag
+        self.tag_ids = encode(tag)
         self.config = model.config
         self.layers = resolve_layers(self.config, layers)
         self.num_blocks = _blocks_needed(self.config, self.layers)
@@ -226,7 +232,7 @@ class Embedder:
                 "device": str(self.model.device), "layers": list(self.layers),
                 "pool": self.pool or "none", "stride": self.stride or 0, "rc_average": self.rc_average,
                 "mode": "window" if self.window_mode else "exact", "chunk_size": self.chunk_size,
-                "window_overlap": self.window_overlap if self.window_mode else 0,
+                "window_overlap": self.window_overlap if self.window_mode else 0, "tag": self.tag,
                 "out_dtype": self.out_dtype.name, "coordinates": "0-based half-open"}
 
     # -- running the model ---------------------------------------------------------------------------
@@ -270,7 +276,10 @@ class Embedder:
         if not self.window_mode:
             self._check_kv_memory(rec, L)
             state = self.model.new_state(1)
-            state.extra["kv_capacity"] = L  # one KV allocation per attention block, of the final size
+            T = len(self.tag_ids)
+            state.extra["kv_capacity"] = T + L  # one KV allocation per attention block, of the final size
+            if T:
+                self._forward(self.tag_ids[None], state)  # context only: its outputs are not kept
             for start in range(0, L, self.chunk_size):
                 piece = strand.ids(start, min(L, start + self.chunk_size))
                 if check is not None:
@@ -287,11 +296,12 @@ class Embedder:
             if check is not None:
                 for row, (w0, _, k0, k1) in enumerate(group):
                     check.add(ids_BL[row, k0 - w0:k1 - w0].numpy())
-            out = self._forward(ids_BL)
+            T = len(self.tag_ids)
+            out = self._forward(torch.cat([self.tag_ids.expand(len(group), T), ids_BL], 1) if T else ids_BL)
             if progress is not None:
                 progress(sum(k1 - k0 for _, _, k0, k1 in group))
             for row, (w0, _, k0, k1) in enumerate(group):
-                yield k0, {name: t[row, k0 - w0:k1 - w0] for name, t in out.items()}
+                yield k0, {name: t[row, T + k0 - w0:T + k1 - w0] for name, t in out.items()}
 
     def _reducers(self, rec: SeqInput, index: int, length: int, target_factory) -> dict[str, Reducer]:
         reducers = {}
@@ -337,16 +347,18 @@ class Embedder:
         lengths = [s[0].length for s in strands]
         reducers = [self._reducers(rec, i, n, target_factory) for (i, rec), n in zip(batch, lengths)]
         forward_ids = []
+        T = len(self.tag_ids)
         for which in range(len(strands[0])):
-            ids_BL = torch.full((len(recs), max(lengths)), PAD_ID, dtype=torch.long)
+            ids_BL = torch.full((len(recs), T + max(lengths)), PAD_ID, dtype=torch.long)
+            ids_BL[:, :T] = self.tag_ids
             for row, s in enumerate(strands):
-                ids_BL[row, :lengths[row]] = s[which].ids(0, lengths[row])
+                ids_BL[row, T:T + lengths[row]] = s[which].ids(0, lengths[row])
             if which == 0:
-                forward_ids = [ids_BL[row, :n].numpy() for row, n in enumerate(lengths)]
+                forward_ids = [ids_BL[row, T:T + n].numpy() for row, n in enumerate(lengths)]
             out = self._forward(ids_BL)
             for row, n in enumerate(lengths):
                 for name, t in out.items():
-                    reducers[row][name].add(0, t[row, :n], which == 1)
+                    reducers[row][name].add(0, t[row, T:T + n], which == 1)
             if progress is not None:
                 progress(sum(lengths))
         done = []
@@ -429,7 +441,7 @@ def embed(model, sequences, *, layers: str | Iterable[str] | None = None, pool: 
           stride: int | None = None, rc_average: bool = False, chunk_size: int = DEFAULT_CHUNK_SIZE,
           window_mode: bool = False, window_overlap: int | None = None, batch_size: int = 1,
           out_dtype: str = "float32", device: str | None = None, dtype: str | None = None,
-          iterator: bool = False, progress: Callable[[int], None] | None = None):
+          iterator: bool = False, progress: Callable[[int], None] | None = None, tag: str = ""):
     """Embeddings of DNA sequences as numpy arrays (see the module docstring for layers and pooling).
 
     model: a loaded StripedHyena2, or a spec for `load_model` (None: the shipped model; then `device`,
@@ -438,12 +450,14 @@ def embed(model, sequences, *, layers: str | Iterable[str] | None = None, pool: 
       dict name -> sequence, an iterable of records, or a Path to a FASTA/GenBank file.
     Returns, for one sequence, its array (L, D) / (D,) / (W, D), or {layer: array} when several layers
     are asked; for several, a list of those in input order. With iterator=True, a lazy iterator of
-    Embedding objects (name, coordinates, arrays), any input.
+    Embedding objects (name, coordinates, arrays), any input. tag: an Evo 2 phylogenetic tag
+    (evo2lite.tags) run before each record (each strand, each window) as context; no output row is the
+    tag's: the arrays cover the record's positions only.
     """
     net = _load(model, device, dtype)
     embedder = Embedder(net, layers, pool=pool, stride=stride, rc_average=rc_average, chunk_size=chunk_size,
                         window_mode=window_mode, window_overlap=window_overlap, batch_size=batch_size,
-                        out_dtype=out_dtype)
+                        out_dtype=out_dtype, tag=tag)
     single = isinstance(sequences, (str, bytes, bytearray))
     if single:
         records: Iterable[Any] = [sequences]

@@ -63,6 +63,9 @@ def embed_command(
         "--context-parallel", help="Split each record across the N ranks of a torchrun job (N = "
                                    "--nproc-per-node): exact, one pass per record, --chunk-size unused; rank 0 "
                                    "writes.")] = 1,
+    tag: Annotated[Optional[str], typer.Option(
+        "--tag", help="Evo 2 phylogenetic tag |d__...;...;s__...| run before each record as context; its "
+                      "tokens get no embedding rows (`evo2lite tag` builds one).")] = None,
 ) -> None:
     """Embeddings of every sequence from any layer: per token, pooled or per window, of any length, exactly
     (streamed chunk by chunk with the model's state; the result does not depend on --chunk-size)."""
@@ -88,6 +91,12 @@ def embed_command(
                 window_mode=window_mode, window_overlap=window_overlap, batch_size=batch_size,
                 out_dtype=out_dtype, compression=compression, force=force, device=resolve_device(device),
                 dtype=dtype, fp8=fp8, allow_inexact=allow_inexact, progress=True)
+    if tag is not None:
+        from ..tags import check_tag
+
+        if context_parallel > 1:
+            raise InputError("--tag is not implemented with --context-parallel")
+        args["tag"] = check_tag(tag)
     if context_parallel > 1:  # torchrun: each record split over the ranks, rank 0 writes
         from ..parallel.inference import embed_file_context_parallel
 

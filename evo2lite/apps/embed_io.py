@@ -376,7 +376,7 @@ def embed_file(input: str | os.PathLike, output: str | os.PathLike, *, model=Non
                window_mode: bool = False, window_overlap: int | None = None, batch_size: int = 1,
                out_dtype: str = "float32", compression: str = "gzip", force: bool = False,
                device: str | None = None, dtype: str | None = None, fp8: str | None = None,
-               allow_inexact: bool | None = None, progress=None) -> dict:
+               allow_inexact: bool | None = None, progress=None, tag: str = "") -> dict:
     """Embed every record of `input` (FASTA/GenBank path or '-' for stdin), or `regions` (strings or
     Regions) / `regions_files` (BED) of it as a reference, into `output` (.h5/.hdf5, .npz, .parquet by
     extension), atomically, in memory bounded by the chunk (module docstring of embed_reduce). `model` is
@@ -406,7 +406,7 @@ def embed_file(input: str | os.PathLike, output: str | os.PathLike, *, model=Non
         embedder = Embedder(net, layers, pool=pool, stride=stride, rc_average=rc_average,
                             chunk_size=DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size,
                             window_mode=window_mode, window_overlap=window_overlap, batch_size=batch_size,
-                            out_dtype=out_dtype)
+                            out_dtype=out_dtype, tag=tag)
         embedder.dna_check = check = DnaCheck()
         embedder.spill_dir = stack.enter_context(tempfile.TemporaryDirectory(
             prefix=".evo2lite-spill-", dir=output.parent))

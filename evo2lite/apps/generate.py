@@ -94,7 +94,7 @@ def generate(prompts: str | Sequence[str] | Sequence[tuple[str, str]], n_tokens:
              dtype: str | torch.dtype | None = None, fp8: str | None = None, allow_inexact: bool | None = None,
              chunk_len: int = DEFAULT_CHUNK_LEN,
              cuda_graph: bool | str = "auto", compile: bool = False, sink: GenerationSink | None = None,
-             progress: Callable[[int], None] | None = None) -> list[GeneratedSequence]:
+             progress: Callable[[int], None] | None = None, tag: str = "") -> list[GeneratedSequence]:
     """Sample `n_tokens` new tokens after each prompt, `num_samples` times per prompt.
 
     prompts: one string, a list of strings, or (name, sequence) pairs; any bytes are allowed (DNA, tags
@@ -106,8 +106,10 @@ def generate(prompts: str | Sequence[str] | Sequence[tuple[str, str]], n_tokens:
     or at EOS (id 0) when stop_at_eos. Engine: prompts are prefilled in chunks of chunk_len; decoding
     runs as a CUDA graph on CUDA ("auto": when at least 16 steps), compile=True fuses the step with
     torch.compile first (slow to start, faster per token). sink receives tokens as they are produced;
-    progress(n) is called with the number of tokens of each step. Returns one GeneratedSequence per
-    (prompt, sample), prompt-major.
+    progress(n) is called with the number of tokens of each step. tag: an Evo 2 phylogenetic tag
+    (evo2lite.tags) put before every prompt, as the official models were trained; it is context only: the
+    results' prompt and output hold no tag tokens. Returns one GeneratedSequence per (prompt, sample),
+    prompt-major.
     """
     params = SamplingParams(temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
                             acgt_only=bool(acgt_only))
@@ -116,12 +118,18 @@ def generate(prompts: str | Sequence[str] | Sequence[tuple[str, str]], n_tokens:
     check_options(GenerationError, num_tokens=n_tokens, num_samples=num_samples, batch_size=batch_size,
                   seed=seed, chunk_len=chunk_len)
     records = _normalise_prompts(prompts)
+    if tag:
+        from ..tags import check_tag
+
+        check_tag(tag)
     ids = []
     for name, seq in records:
         if not seq:
             raise GenerationError(f"prompt {name!r} is empty; give at least one base or tag")
-        ids.append(encode(seq))  # the tokenizer's case policy: bases and |tags| upper-cased (spec §5)
+        ids.append(encode(tag + seq))  # the tokenizer's case policy: bases and |tags| upper-cased (spec §5)
     net = _resolve_model(model, config, device, dtype, fp8, allow_inexact)
+    if tag:
+        check_tag(tag, net)
     for (name, _), prompt_ids in zip(records, ids):
         if len(prompt_ids) > net.config.context_len:
             warn(f"prompt {name!r} has {len(prompt_ids):,} tokens, longer than the model's trained context "

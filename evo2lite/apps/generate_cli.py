@@ -47,6 +47,9 @@ def generate_command(
     fp8: Fp8Opt = "auto",
     allow_inexact: AllowInexactOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+    tag: Annotated[Optional[str], typer.Option(
+        "--tag", help="Evo 2 phylogenetic tag |d__...;...;s__...| put before every prompt, as the official "
+                      "models were trained; not written out (`evo2lite tag` builds one).")] = None,
 ) -> None:
     """Generate DNA from a prompt with cached sampling (temperature / top-k / top-p / seed); FASTA out,
     sampling settings in each header line."""
@@ -62,6 +65,10 @@ def generate_command(
     device = resolve_device(device)
     if prompt is not None and not prompt:
         raise Evo2LiteError("--prompt is empty; give at least one base or tag")
+    if tag is not None:
+        from ..tags import check_tag
+
+        check_tag(tag)
     if output != "-":
         from ..io import check_overwrite
 
@@ -81,7 +88,7 @@ def generate_command(
             records = read_prompts(path)
     net = load_model(model, config=config, device=device, dtype=dtype, fp8=fp8, allow_inexact=allow_inexact)
     model_name = net.config.name or str(model or "default")
-    meta = run_provenance(net)
+    meta = run_provenance(net, tag=tag)
 
     def header(row) -> str:
         return fasta_header(row, num_tokens, params, model_name, meta)
@@ -94,7 +101,7 @@ def generate_command(
         with progress_bar("generating", total=total if show else None, unit="tokens") as advance:
             generate(records, num_tokens, model=net, temperature=temperature, top_k=top_k, top_p=top_p,
                      seed=seed, num_samples=num_samples, acgt_only=acgt_only, batch_size=batch_size,
-                     sink=sink, progress=advance if show else None)
+                     sink=sink, progress=advance if show else None, tag=tag or "")
 
     if output == "-":
         run(sys.stdout, stream=True)

@@ -314,40 +314,13 @@ def _strand_runs(strands: list[str], reg: R.Region, contig_len: int) -> list[tup
 
 def _strands(strand: str, annotation, reg: R.Region, resolve) -> list[str]:
     """The strand scored at each position of the region: "-" for reverse, or for transcript where every
-    overlapping feature (BED column 6, or GTF/GFF transcript lines, column 7) is on "-"; "+" elsewhere."""
+    overlapping transcript (score_vcf_strand.TranscriptStrands) is on "-"; "+" elsewhere."""
     n = reg.end - reg.start
     if strand != "transcript":
         return ["+" if strand == "forward" else "-"] * n
-    from ..pipelines.fasta import open_binary
+    from .score_vcf_strand import TranscriptStrands
 
-    plus, minus = np.zeros(n, bool), np.zeros(n, bool)
-    gtf = str(annotation).lower().endswith((".gtf", ".gtf.gz", ".gff", ".gff3", ".gff.gz", ".gff3.gz"))
-    try:
-        with open_binary(annotation) as fh:
-            for number, raw in enumerate(fh, 1):
-                cols = raw.decode("utf-8", "replace").rstrip("\r\n").split("\t")
-                if not cols[0] or cols[0].startswith(("#", "track", "browser")):
-                    continue
-                if gtf:
-                    if len(cols) < 9 or cols[2] not in ("transcript", "mRNA"):
-                        continue
-                    start, end, sign = int(cols[3]) - 1, int(cols[4]), cols[6]
-                elif len(cols) < 6:
-                    raise Evo2LiteError(f"--annotation {annotation}:{number}: a BED line without a strand "
-                                        "(column 6)")
-                else:
-                    start, end, sign = int(cols[1]), int(cols[2]), cols[5]
-                try:
-                    if resolve(cols[0]) != reg.contig:
-                        continue
-                except Evo2LiteError:
-                    continue
-                lo, hi = max(start, reg.start) - reg.start, min(end, reg.end) - reg.start
-                if lo < hi:
-                    (minus if sign == "-" else plus)[lo:hi] = True
-    except (OSError, ValueError) as exc:
-        raise Evo2LiteError(f"--annotation {annotation}: cannot read it ({exc})") from None
-    return ["-" if m and not p else "+" for p, m in zip(plus, minus)]
+    return TranscriptStrands(annotation, resolve).per_position(reg.contig, reg.start, reg.end)
 
 
 def write_table(rows: list[Mutation], out, meta: dict[str, str] | None = None) -> None:

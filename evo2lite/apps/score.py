@@ -82,10 +82,12 @@ def sliding_windows(length: int, context: int) -> list[tuple[int, int, int]]:
 
 @torch.inference_mode()
 def score_sequences(model, sequences, *, batch_size: int = 8, context: int | None = None,
-                    progress=None, chunk_len: int = DEFAULT_CHUNK_LEN) -> list[SequenceScore]:
+                    progress=None, chunk_len: int = DEFAULT_CHUNK_LEN, tag: str = "") -> list[SequenceScore]:
     """Score (name, sequence) records (sequence: str or bytes). `context` defaults to min(the model's
     trained context, 8192) (evo2lite.loading.scoring_window); each window streams through the inference
-    engine in chunks of `chunk_len`. Records shorter than 2 bases get NaN and a warning."""
+    engine in chunks of `chunk_len`. Records shorter than 2 bases get NaN and a warning. `tag` (an Evo 2
+    phylogenetic tag, evo2lite.tags) runs before every window as context only: the same positions are
+    scored (the record's first base stays unscored) and none of the tag's tokens is."""
     from ..options import check_options
 
     from ..loading import scoring_window
@@ -95,6 +97,8 @@ def score_sequences(model, sequences, *, batch_size: int = 8, context: int | Non
     if getattr(model, "_context_parallel", None) is not None:
         chunk_len = max(chunk_len, context)  # context parallelism splits a window across ranks in one pass
     records = [(name, encode(seq)) for name, seq in sequences]
+    tag_ids = encode(tag)
+    T = len(tag_ids)
     per_position = [np.full(len(ids), np.nan) for _, ids in records]
     jobs = [(r, start, end, first) for r, (_, ids) in enumerate(records)
             for start, end, first in sliding_windows(len(ids), context)]
@@ -102,13 +106,14 @@ def score_sequences(model, sequences, *, batch_size: int = 8, context: int | Non
     for i in range(0, len(jobs), batch_size):
         batch = jobs[i: i + batch_size]
         width = max(end - start for _, start, end, _ in batch)
-        ids_BL = torch.full((len(batch), width), PAD_ID, dtype=torch.long)
+        ids_BL = torch.full((len(batch), T + width), PAD_ID, dtype=torch.long)
+        ids_BL[:, :T] = tag_ids
         for row, (r, start, end, _) in enumerate(batch):
-            ids_BL[row, : end - start] = records[r][1][start:end]
+            ids_BL[row, T: T + end - start] = records[r][1][start:end]
         logp = chunked_token_logprobs(model, ids_BL, chunk_len=chunk_len).double().cpu().numpy()
         for row, (r, start, end, first) in enumerate(batch):
-            # logp[row, t] scores absolute position start + t + 1
-            per_position[r][first:end] = logp[row, first - start - 1: end - start - 1]
+            # logp[row, t] scores absolute position start + t + 1 - T
+            per_position[r][first:end] = logp[row, T + first - start - 1: T + end - start - 1]
         if progress is not None:
             progress(sum(end - first for _, _, end, first in batch))
     results = []

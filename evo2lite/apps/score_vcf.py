@@ -5,7 +5,9 @@ ALT (indels move the far edge, see pipelines.vcf.allele_windows); a window's log
 (``reduce="sum"``) or mean (``"mean"``) of its L-1 next-token log-probs (the first base is not scored:
 there is no BOS). ``strand="both"`` averages the forward delta with the delta of the reverse-complemented
 windows. The model part (shared prefixes) is in score_vcf_jobs, statuses and sites in score_vcf_sites,
-checkpoints and writers in score_vcf_io.
+checkpoints and writers in score_vcf_io, transcript strands (``strand="transcript"``) in score_vcf_strand.
+``score="site"`` adds the SNV site score (the first differing term of the same pass), ``tag`` a phylogenetic
+tag run before every window as context only (docs/score-vcf.md, docs/tags.md).
 
 The input is read once and streamed: records are cut into blocks (score_vcf_sites.blocks), each block is
 scored and its records go straight to the writers in input order, so memory does not grow with the
@@ -61,7 +63,8 @@ class VariantScores:
     already_complete: bool = False
 
 
-def _validate(window, reduce, strand, batch_size, threads, out, table) -> None:
+def _validate(window, reduce, strand, batch_size, threads, out, table, score="window", annotation=None,
+              tag=None) -> None:
     from ..options import check_options
 
     if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < MIN_WINDOW):
@@ -69,13 +72,22 @@ def _validate(window, reduce, strand, batch_size, threads, out, table) -> None:
     check_options(batch_size=batch_size, threads=threads)
     if reduce not in ("sum", "mean"):
         raise Evo2LiteError(f"--reduce must be sum or mean, got {reduce!r}")
-    if strand not in ("forward", "both"):
-        raise Evo2LiteError(f"--strand must be forward or both, got {strand!r}")
+    if strand not in ("forward", "both", "transcript"):
+        raise Evo2LiteError(f"--strand must be forward, both or transcript, got {strand!r}")
+    if (strand == "transcript") != (annotation is not None):
+        raise Evo2LiteError("--strand transcript needs --annotation BED/GTF, and --annotation needs it")
+    if score not in ("window", "site"):
+        raise Evo2LiteError(f"--score must be window or site, got {score!r}")
+    if tag:
+        from ..tags import check_tag
+
+        check_tag(tag)
     if out is not None and out != "-" and not out.endswith((".vcf", ".vcf.gz", ".vcf.bgz")):
         raise Evo2LiteError(f"-o {out}: the output VCF must end in .vcf or .vcf.gz (or be - for stdout); "
                             "for BCF convert it afterwards with `bcftools view -Ob`")
-    if table is not None and not table.endswith((".tsv", ".tsv.gz", ".parquet")):
-        raise Evo2LiteError(f"--table {table}: the table must end in .tsv, .tsv.gz or .parquet")
+    if table is not None and not table.endswith((".tsv", ".tsv.gz", ".tsv.bgz", ".parquet")):
+        raise Evo2LiteError(f"--table {table}: the table must end in .tsv, .tsv.gz / .tsv.bgz (bgzip + tabix "
+                            "index) or .parquet")
     if out is not None and table is not None and out != "-" and Path(out).resolve() == Path(table).resolve():
         raise Evo2LiteError("-o and --table name the same file")
 
@@ -135,8 +147,8 @@ class _Tally:
 
     def add(self, variant: V.Variant, entries: list[list]) -> None:
         self.records += 1
-        statuses = {status for _, status in entries}
-        self.statuses.update(status for _, status in entries)
+        statuses = {entry[1] for entry in entries}
+        self.statuses.update(entry[1] for entry in entries)
         if self.ctx.contig(variant.chrom) is None:
             self.absent[variant.chrom] += 1
         self.checked += bool(statuses.intersection(self._COMPARED))
@@ -170,14 +182,20 @@ def score_variants(vcf, reference, *, model=None, config=None, fp8: str = "auto"
                    dtype: str | None = None, threads: int | None = None, out=None, table=None,
                    resume: bool = False, force: bool = False, regions=None, regions_file=None,
                    progress: bool = True, rank: int | None = None, world_size: int | None = None,
-                   keep_table: bool | None = None) -> VariantScores:
+                   keep_table: bool | None = None, score: str = "window", annotation=None,
+                   tag: str | None = None) -> VariantScores:
     """Score every ALT of a VCF/BCF (``-`` = stdin) against a reference FASTA.
 
     model: None (the shipped default), anything ``load_model`` accepts (with ``config``, ``fp8``,
     ``allow_inexact``: evo2lite.loading.load_model), or a loaded model. window: bases
-    per window, >= 16 (default: see ``_window``). reduce: "sum" | "mean". strand: "forward" | "both".
+    per window, >= 16 (default: see ``_window``). reduce: "sum" | "mean". strand: "forward" | "both" |
+    "transcript" (with ``annotation``, a BED with a strand column or a GTF/GFF: each site on the strand of
+    the transcripts it overlaps, forward where none; recorded per ALT as EVO2_STRAND / column strand).
+    score: "window" | "site" (also the SNV site score log P(ALT) - log P(REF) at the variant, EVO2_SITE /
+    column site). tag: an Evo 2 phylogenetic tag prepended to every window (evo2lite.tags).
     batch_size: windows per forward pass. out: annotated VCF (``.vcf``, ``.vcf.gz`` = bgzip + tabix, ``-`` =
-    stdout). table: ``.tsv[.gz]`` or ``.parquet``, one row per ALT, with the run's provenance. regions:
+    stdout). table: ``.tsv``, ``.tsv.gz`` / ``.tsv.bgz`` (bgzip + tabix index) or ``.parquet``, one row per
+    ALT, with the run's provenance. regions:
     region strings (samtools syntax, 1-based inclusive) or Regions; regions_file: BED file(s) (0-based);
     both add up. resume: continue from the checkpoint next to the output. force: overwrite existing
     outputs / discard a checkpoint. rank, world_size: shard blocks over processes (default from torchrun's
@@ -188,7 +206,7 @@ def score_variants(vcf, reference, *, model=None, config=None, fp8: str = "auto"
 
     out = None if out is None else str(out)
     table = None if table is None else str(table)
-    _validate(window, reduce, strand, batch_size, threads, out, table)
+    _validate(window, reduce, strand, batch_size, threads, out, table, score, annotation, tag)
     rank, world_size = _rank_and_world(rank, world_size)
     if world_size > 1 and out is None and table is None:
         raise Evo2LiteError("several ranks merge through the checkpoint next to the output: give -o or --table")
@@ -213,12 +231,29 @@ def score_variants(vcf, reference, *, model=None, config=None, fp8: str = "auto"
             torch.set_num_threads(int(threads))
         loaded = _load(model, device, dtype, config, fp8, allow_inexact)
         win = _window(loaded, window)
+        if tag:
+            from ..tags import check_tag
 
-        fingerprint = _fingerprint(source, ref, loaded, win, reduce, strand, batch_size, region_list, indexed)
+            tag = check_tag(tag, loaded)
+        transcripts = None
+        if annotation is not None:
+            from .score_vcf_strand import TranscriptStrands
+
+            transcripts = TranscriptStrands(annotation, ref.resolve)
+        extra = {"score": score, "annotation": None if annotation is None else _file_digest(annotation),
+                 "tag": tag}
+        fingerprint = _fingerprint(source, ref, loaded, win, reduce, strand, batch_size, region_list, indexed,
+                                   extra)
         meta = {"version": __version__, "model": str(getattr(loaded, "source", "model")), "window": str(win),
                 "reduce": reduce, "strand": strand, "dtype": str(loaded.dtype).removeprefix("torch."),
                 "fp8": getattr(loaded, "provenance", {}).get("fp8", "off"),
                 "reference": Path(str(reference)).name}
+        if score != "window":
+            meta["score"] = score
+        if annotation is not None:
+            meta["annotation"] = Path(str(annotation)).name
+        if tag:
+            meta["tag"] = tag
         if region_list is not None:
             meta["regions"] = " ".join(r.label for r in region_list[:20]) + (
                 f" ... ({len(region_list)} regions)" if len(region_list) > 20 else "")
@@ -248,7 +283,7 @@ def score_variants(vcf, reference, *, model=None, config=None, fp8: str = "auto"
             done = checkpoint.start(fingerprint, done)
             stack.callback(checkpoint.close)
 
-        ctx = sites.Context(ref, loaded, win, reduce, strand, batch_size)
+        ctx = sites.Context(ref, loaded, win, reduce, strand, batch_size, score, transcripts, tag or "")
         if progress:
             from ..progress import progress_bar, progress_shown
 
@@ -285,7 +320,8 @@ def score_variants(vcf, reference, *, model=None, config=None, fp8: str = "auto"
 
         # Rank 0 writes every block in input order as it goes; another rank's block waits in `pending`
         # (at most _MAX_PENDING_PER_RANK x world_size blocks) until that rank's checkpoint part has it.
-        writers = Outputs(stack, out, table, meta, keep_table) if rank == 0 else None
+        columns = TABLE_COLUMNS + ["site"] * (score == "site") + ["strand"] * (strand == "transcript")
+        writers = Outputs(stack, out, table, meta, keep_table, columns) if rank == 0 else None
         followers = {r: PartFollower(Checkpoint.part(checkpoint.directory, r, world_size), fingerprint)
                      for r in range(1, world_size)} if world_size > 1 else {}
         pending: collections.deque = collections.deque()
@@ -341,7 +377,7 @@ def score_variants(vcf, reference, *, model=None, config=None, fp8: str = "auto"
                 warn(f"{len(unmatched)} of {len(region_list)} regions match no record of {source.name}: "
                      + ", ".join(r.label for r in unmatched[:5]) + (", ..." if len(unmatched) > 5 else ""))
         _warn_contig_lengths(vf.header, ref, source.name)
-        frame = writers.finish(output_header(vf.header, meta, win, reduce, strand))
+        frame = writers.finish(output_header(vf.header, meta, win, reduce, strand, columns))
         tally.warn_ref_mismatches(source.name, str(reference))
         if checkpoint is not None:
             shutil.rmtree(checkpoint.directory, ignore_errors=True)
@@ -405,7 +441,14 @@ def _model_identity(model) -> dict:
             "dtype": str(model.dtype), "device": model.device.type, "weights": digest.hexdigest()}
 
 
-def _fingerprint(source, ref, model, window, reduce, strand, batch_size, regions, indexed) -> str:
+def _file_digest(path) -> str:
+    try:
+        return hashlib.sha256(Path(str(path)).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise Evo2LiteError(f"--annotation {path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _fingerprint(source, ref, model, window, reduce, strand, batch_size, regions, indexed, extra=None) -> str:
     from .. import __version__
 
     data = {
@@ -418,7 +461,7 @@ def _fingerprint(source, ref, model, window, reduce, strand, batch_size, regions
         # the index numbers the records differently from a scan, so it is part of the run too.
         "options": {"window": window, "reduce": reduce, "strand": strand, "batch_size": batch_size,
                     "regions": None if regions is None else [(r.contig, r.start, r.end) for r in regions],
-                    "indexed": indexed},
+                    "indexed": indexed, **(extra or {})},
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 

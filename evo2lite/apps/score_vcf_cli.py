@@ -25,8 +25,9 @@ def score_vcf_command(
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Annotated VCF: .vcf, .vcf.gz (bgzip "
                                                   "+ tabix index) or - for stdout.")] = None,
     table: Annotated[Optional[Path], typer.Option("--table", help="Also a table, one row per ALT "
-                                                  "(chrom pos id ref alt score status) with the run's "
-                                                  "provenance: .tsv[.gz] or .parquet.")] = None,
+                                                  "(chrom pos id ref alt score status [site] [strand]) with "
+                                                  "the run's provenance: .tsv, .tsv.gz / .tsv.bgz (bgzip + "
+                                                  "tabix index) or .parquet.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model directory, Evo 2 checkpoint (with "
                                                  "--config), hf:REPO or an Evo 2 name (evo2_7b, ...); default "
                                                  "the shipped model.")] = None,
@@ -39,8 +40,18 @@ def score_vcf_command(
     window: Annotated[Optional[int], typer.Option(help="Window in bases (>= 16), centred on the variant; "
                                                   "default min(trained context, 8192).")] = None,
     reduce: Annotated[str, typer.Option(help="sum or mean of the window's next-token log-probs.")] = "sum",
-    strand: Annotated[str, typer.Option(help="forward, or both (mean of forward and reverse "
-                                        "complement).")] = "forward",
+    strand: Annotated[str, typer.Option(help="forward, both (mean of forward and reverse complement) or "
+                                        "transcript (the strand of the --annotation transcripts a variant "
+                                        "overlaps; forward where none).")] = "forward",
+    annotation: Annotated[Optional[Path], typer.Option(help="Transcripts for --strand transcript: BED with a "
+                                                       "strand column, or GTF/GFF (transcript/mRNA "
+                                                       "lines).")] = None,
+    score: Annotated[str, typer.Option("--score", help="window: the window delta; site: also the SNV site "
+                                       "score log P(ALT)/P(REF) at the variant (EVO2_SITE, column site), "
+                                       "from the same forward pass.")] = "window",
+    tag: Annotated[Optional[str], typer.Option("--tag", help="Evo 2 phylogenetic tag |d__...;...;s__...| run "
+                                               "before every window as context (`evo2lite tag` builds "
+                                               "one).")] = None,
     regions: RegionsOpt = None,
     regions_file: RegionsFileOpt = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 16,
@@ -73,7 +84,7 @@ def score_vcf_command(
                             window=window, reduce=reduce, strand=strand,
                             batch_size=batch_size, device=device, dtype=dtype, threads=threads, out=output,
                             table=table, resume=resume, force=force, regions=regions, regions_file=regions_file,
-                            progress=progress)
+                            progress=progress, score=score, annotation=annotation, tag=tag)
     if result.status_counts:
         from ..log import note
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import gzip
 import json
 import math
 import os
@@ -26,11 +25,13 @@ from ..io import atomic_path
 from ..log import note, warn
 from ..pipelines import vcf as V
 
-__all__ = ["TAG_SCORE", "TAG_STATUS", "TABLE_COLUMNS", "Checkpoint", "PartFollower", "checkpoint_dir",
+__all__ = ["TAG_SCORE", "TAG_STATUS", "TAG_SITE", "TAG_STRAND", "TABLE_COLUMNS", "Checkpoint", "PartFollower", "checkpoint_dir",
            "check_complete", "output_header", "annotate", "Outputs"]
 
 TAG_SCORE = "EVO2_SCORE"
 TAG_STATUS = "EVO2_STATUS"
+TAG_SITE = "EVO2_SITE"
+TAG_STRAND = "EVO2_STRAND"
 TABLE_COLUMNS = ["chrom", "pos", "id", "ref", "alt", "score", "status"]
 _CHECKPOINT_VERSION = 1
 _PARQUET_ROWS = 1 << 16  # rows per parquet row group: what the table writer holds in memory
@@ -236,10 +237,12 @@ def _meta_lines(meta: dict[str, str], prefix: str) -> list[str]:
     return [f"{prefix}evo2lite_{key}={' '.join(str(value).split())}\n" for key, value in meta.items()]
 
 
-def output_header(header, meta: dict[str, str], window: int, reduce: str, strand: str) -> str:
+def output_header(header, meta: dict[str, str], window: int, reduce: str, strand: str,
+                  columns: list[str] | None = None) -> str:
     """The input's header text (as htslib completed it) with our INFO and ##evo2lite_* lines in place of
     any earlier ones. Text, not pysam's header API: htslib cannot re-add an ID it has removed."""
-    ours = (f"##INFO=<ID={TAG_SCORE},", f"##INFO=<ID={TAG_STATUS},", "##evo2lite_")
+    columns = columns or TABLE_COLUMNS
+    ours = tuple(f"##INFO=<ID={tag}," for tag in (TAG_SCORE, TAG_STATUS, TAG_SITE, TAG_STRAND)) + ("##evo2lite_",)
     lines = [line for line in str(header).splitlines(keepends=True) if not line.startswith(ours)]
     reasons = ", ".join(k for k in V.STATUS_DESCRIPTIONS if k != V.STATUS_OK)
     added = [
@@ -247,18 +250,32 @@ def output_header(header, meta: dict[str, str], window: int, reduce: str, strand
         f'minus the REF window ({window} bases centred on the variant, reduce={reduce}, strand={strand}); '
         f'missing where not scored, see {TAG_STATUS}">\n',
         f'##INFO=<ID={TAG_STATUS},Number=A,Type=String,Description="ok if scored, else why not: {reasons}">\n',
-    ] + _meta_lines(meta, "##")
+    ]
+    if "site" in columns:
+        added.append(f'##INFO=<ID={TAG_SITE},Number=A,Type=Float,Description="evo2lite site score of an SNV: '
+                     f'log P(ALT) - log P(REF) at the variant given the bases before it (strand={strand}); '
+                     'missing for other kinds and where not scored">\n')
+    if "strand" in columns:
+        added.append(f'##INFO=<ID={TAG_STRAND},Number=A,Type=String,Description="strand scored: - where every '
+                     'overlapping transcript of the annotation is on -, else +">\n')
+    added += _meta_lines(meta, "##")
     return "".join(lines[:-1] + added + lines[-1:])
 
 
-def annotate(line: str, entries: list[list] | None) -> str:
-    """A VCF text line with our INFO tags replacing any old ones (none for a record without ALT)."""
+def annotate(line: str, entries: list[list] | None, columns: list[str] | None = None) -> str:
+    """A VCF text line with our INFO tags replacing any old ones (none for a record without ALT).
+    ``entries``: [score, status, site, strand] per ALT; site and strand written when in ``columns``."""
+    columns = columns or TABLE_COLUMNS
     cols = line.rstrip("\n").split("\t")
-    items = [] if cols[7] == "." else [kv for kv in cols[7].split(";")
-                                       if kv.split("=", 1)[0] not in (TAG_SCORE, TAG_STATUS)]
+    items = [] if cols[7] == "." else [kv for kv in cols[7].split(";") if kv.split("=", 1)[0] not in
+                                       (TAG_SCORE, TAG_STATUS, TAG_SITE, TAG_STRAND)]
     if entries and cols[4] != ".":
-        items.append(f"{TAG_SCORE}=" + ",".join(_fmt_score(s) for s, _ in entries))
-        items.append(f"{TAG_STATUS}=" + ",".join(status for _, status in entries))
+        items.append(f"{TAG_SCORE}=" + ",".join(_fmt_score(e[0]) for e in entries))
+        items.append(f"{TAG_STATUS}=" + ",".join(e[1] for e in entries))
+        if "site" in columns:
+            items.append(f"{TAG_SITE}=" + ",".join(_fmt_score(e[2]) for e in entries))
+        if "strand" in columns:
+            items.append(f"{TAG_STRAND}=" + ",".join(e[3] or "." for e in entries))
     cols[7] = ";".join(items) or "."
     return "\t".join(cols) + "\n"
 
@@ -282,13 +299,15 @@ def _tabix(path: Path) -> bool:
 
 class Outputs:
     """The annotated VCF (``out``: .vcf, .vcf.gz or - for stdout) and/or the table (``table``: .tsv,
-    .tsv.gz or .parquet), written record by record in input order. Also keeps the table as a DataFrame
-    when ``keep_table`` (API use; memory then grows with the number of ALTs). Enter it in ``stack``:
-    nothing is left behind unless :meth:`finish` completes."""
+    .tsv.gz / .tsv.bgz = bgzip + tabix index, or .parquet), written record by record in input order, with
+    ``columns`` (TABLE_COLUMNS, then site and/or strand). Also keeps the table as a DataFrame when
+    ``keep_table`` (API use; memory then grows with the number of ALTs). Enter it in ``stack``: nothing is
+    left behind unless :meth:`finish` completes."""
 
     def __init__(self, stack: contextlib.ExitStack, out: str | None, table: str | None, meta: dict[str, str],
-                 keep_table: bool):
+                 keep_table: bool, columns: list[str] | None = None):
         self.out, self.table, self.meta = out, table, meta
+        self.columns = list(columns or TABLE_COLUMNS)
         self.rows: list[tuple] | None = [] if keep_table else None
         self._stack = stack
         self._body = None
@@ -304,19 +323,29 @@ class Outputs:
             self._table_write = self._open_parquet() if table.endswith(".parquet") else self._open_tsv()
 
     def _open_tsv(self):
-        raw = self._stack.enter_context(open(self._table_tmp, "wb"))
-        # mtime 0: a gzip header without a timestamp, so reruns are byte-identical
-        binary = (self._stack.enter_context(gzip.GzipFile(fileobj=raw, mode="wb", mtime=0))
-                  if self.table.endswith(".gz") else raw)
+        # .gz / .bgz: BGZF (gzip-compatible, and what tabix indexes); its blocks carry no timestamp, so
+        # reruns are byte-identical
+        self._bgzf = self.table.endswith((".gz", ".bgz"))
+        self._tsv_stack = self._stack.enter_context(contextlib.ExitStack())
+        if self._bgzf:
+            import pysam
+
+            binary = self._tsv_stack.enter_context(pysam.BGZFile(str(self._table_tmp), "wb"))
+        else:
+            binary = self._tsv_stack.enter_context(open(self._table_tmp, "wb"))
         import io
 
-        text = self._stack.enter_context(io.TextIOWrapper(binary, encoding="utf-8", newline="\n"))
-        text.writelines(_meta_lines(self.meta, "#"))
+        text = self._tsv_stack.enter_context(io.TextIOWrapper(binary, encoding="utf-8", newline="\n"))
+        lines = _meta_lines(self.meta, "#")
+        self._tsv_skip = len(lines) + 1  # tabix skips the provenance and the column names
+        text.writelines(lines)
         writer = csv.writer(text, delimiter="\t", lineterminator="\n")
-        writer.writerow(TABLE_COLUMNS)
+        writer.writerow(self.columns)
+        fmt = lambda x: "" if x is None or math.isnan(x) else f"{x:.6g}"  # noqa: E731
 
         def write(row):
-            writer.writerow([*row[:5], "" if math.isnan(row[5]) else f"{row[5]:.6g}", row[6]])
+            writer.writerow([*row[:5], fmt(row[5]), row[6], *(fmt(x) if isinstance(x, float) else x
+                                                               for x in row[7:])])
 
         return write
 
@@ -324,15 +353,17 @@ class Outputs:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        extra = {"site": pa.float64(), "strand": pa.string()}
         schema = pa.schema([("chrom", pa.string()), ("pos", pa.int64()), ("id", pa.string()), ("ref", pa.string()),
-                            ("alt", pa.string()), ("score", pa.float64()), ("status", pa.string())],
+                            ("alt", pa.string()), ("score", pa.float64()), ("status", pa.string())]
+                           + [(c, extra[c]) for c in self.columns[len(TABLE_COLUMNS):]],
                            metadata={f"evo2lite_{k}": str(v) for k, v in self.meta.items()})
         writer = pq.ParquetWriter(str(self._table_tmp), schema)
         pending: list[tuple] = []
 
         def flush():
             if pending:
-                writer.write_table(pa.Table.from_pylist([dict(zip(TABLE_COLUMNS, r)) for r in pending], schema))
+                writer.write_table(pa.Table.from_pylist([dict(zip(self.columns, r)) for r in pending], schema))
                 pending.clear()
 
         def write(row):
@@ -349,14 +380,20 @@ class Outputs:
         return write
 
     def write(self, variant: V.Variant, line: str, entries: list[list]) -> None:
-        """One record: its VCF line annotated with ``entries`` ([score or None, status] per ALT)."""
+        """One record: its VCF line annotated with ``entries`` ([score, status, site, strand] per ALT)."""
         if self._body is not None:
-            self._body.write(annotate(line, entries))
+            self._body.write(annotate(line, entries, self.columns))
         if self._table_write is None and self.rows is None:
             return
-        for alt, (score, status) in zip(variant.alts or (".",), entries):
+        extra = self.columns[len(TABLE_COLUMNS):]
+        for alt, entry in zip(variant.alts or (".",), entries):
+            score, status = entry[0], entry[1]
             row = (variant.chrom, variant.pos, variant.id or ".", variant.ref, alt,
                    math.nan if score is None else float(score), status)
+            if "site" in extra:
+                row += (math.nan if entry[2] is None else float(entry[2]),)
+            if "strand" in extra:
+                row += (entry[3] or ".",)
             if self._table_write is not None:
                 self._table_write(row)
             if self.rows is not None:
@@ -367,6 +404,10 @@ class Outputs:
         the kept table (a DataFrame) or None."""
         if self.table is not None and self.table.endswith(".parquet"):
             self._parquet_close()
+        elif self.table is not None:
+            self._tsv_stack.close()
+            if self._bgzf:
+                self._index_table()
         if self.out is not None:
             self._body.close()
             self._finish_vcf(header_text)
@@ -374,8 +415,33 @@ class Outputs:
         if self.rows is not None:
             import pandas as pd
 
-            frame = pd.DataFrame(self.rows, columns=TABLE_COLUMNS)
+            frame = pd.DataFrame(self.rows, columns=self.columns)
         return frame
+
+    def _index_table(self) -> None:
+        """A tabix index (.tbi; .csi past 2^29) of the bgzipped table: columns chrom and pos (1-based). It
+        sits beside the temp file now and moves beside the table when that is renamed (an unsorted input
+        leaves the table unindexed, with a warning, as for the VCF)."""
+        import pysam
+
+        tmp = str(self._table_tmp)
+        for csi in (False, True):
+            try:
+                pysam.tabix_index(tmp, seq_col=0, start_col=1, end_col=1, line_skip=self._tsv_skip, meta_char="#",
+                                  force=True, keep_original=True, csi=csi)
+                break
+            except (OSError, ValueError, pysam.SamtoolsError):
+                continue
+        else:
+            warn(f"{self.table}: not indexed (tabix needs records sorted by position, as the input was not)")
+        for suffix in (".tbi", ".csi"):
+            made, final = Path(tmp + suffix), Path(self.table + suffix)
+            final.unlink(missing_ok=True)
+            if made.exists():
+                # the index goes first; the table follows when the outer stack renames its temp file, and
+                # a run that fails before that takes the index away again
+                os.replace(made, final)
+                self._stack.push(lambda kind, *_, path=final: kind is not None and path.unlink(missing_ok=True))
 
     def _finish_vcf(self, header_text: str) -> None:
         import pysam

@@ -24,7 +24,7 @@ from ..pipelines.windows import reverse_complement
 from ..tokenizer import encode, encode_batch
 from .score import chunked_token_logprobs
 
-__all__ = ["Job", "make_job", "run_jobs", "deltas", "site_jobs"]
+__all__ = ["Job", "make_job", "run_jobs", "deltas", "site_delta", "site_jobs"]
 
 
 @dataclass
@@ -60,21 +60,24 @@ def make_job(ref_window: str, alt_windows: list[str], cap: int) -> Job:
 
 @torch.inference_mode()
 def run_chunk(model, jobs: list[Job], p: int, rows: list[tuple[int, int]], out: list[list],
-              chunk_len: int = DEFAULT_CHUNK_LEN) -> None:
+              chunk_len: int = DEFAULT_CHUNK_LEN, tag: str = "") -> None:
     """Run the rows (job, suffix) of one chunk, all with prefixes of length ``p``; fill ``out`` with each
-    row's log-prob terms for window positions p, p+1, ... (the term of position 0 is 0: unscored)."""
+    row's log-prob terms for window positions p, p+1, ... (the term of position 0 is 0: unscored).
+    ``tag`` (a phylogenetic tag) runs before every window as context only: it shifts no position and
+    adds no term, and the window's first base stays unscored, so a score with a tag sums the same terms."""
     device = model.device
     job_ids = list(dict.fromkeys(j for j, _ in rows))
     slot = {j: k for k, j in enumerate(job_ids)}
     row_slot = torch.tensor([slot[j] for j, _ in rows], dtype=torch.long)
     ids_RL, lengths = encode_batch([jobs[j].suffixes[r] for j, r in rows])
-    if p > 0:
-        prefix_JP = torch.stack([encode(jobs[j].prefix) for j in job_ids]).to(device)
+    if p > 0 or tag:
+        prefix_JP = torch.stack([encode(tag + jobs[j].prefix) for j in job_ids]).to(device)
         # the prefix needs only its state and its last position's logits; both halves stream in chunks,
         # so any window up to the trained context runs in memory bounded by the chunk (plus the KV cache)
         last_JV, state = prefill(model, prefix_JP, chunk_len=chunk_len)
         last_JV = torch.log_softmax(last_JV.float(), dim=-1)
-        first_R = last_JV[row_slot.to(device), ids_RL[:, 0].to(device)].double().cpu().numpy()
+        first_R = (last_JV[row_slot.to(device), ids_RL[:, 0].to(device)].double().cpu().numpy() if p > 0
+                   else np.zeros(len(rows)))
         terms_RL = chunked_token_logprobs(model, ids_RL, state.select(row_slot), chunk_len=chunk_len)
     else:
         first_R = np.zeros(len(rows))
@@ -88,15 +91,16 @@ def run_chunk(model, jobs: list[Job], p: int, rows: list[tuple[int, int]], out: 
         out[j][r] = terms
 
 
-def run_jobs(model, jobs: list[Job], batch_size: int) -> list[list[np.ndarray]]:
-    """Per job, per row, the log-prob terms of the window positions from len(prefix) on."""
+def run_jobs(model, jobs: list[Job], batch_size: int, tag: str = "") -> list[list[np.ndarray]]:
+    """Per job, per row, the log-prob terms of the window positions from len(prefix) on (``tag``:
+    run_chunk)."""
     out: list[list] = [[None] * len(job.suffixes) for job in jobs]
     by_prefix_len: dict[int, list[tuple[int, int]]] = {}
     for j, job in enumerate(jobs):
         by_prefix_len.setdefault(len(job.prefix), []).extend((j, r) for r in range(len(job.suffixes)))
     for p, rows in by_prefix_len.items():  # insertion order: deterministic batches
         for i in range(0, len(rows), batch_size):
-            run_chunk(model, jobs, p, rows[i: i + batch_size], out)
+            run_chunk(model, jobs, p, rows[i: i + batch_size], out, tag=tag)
     return out
 
 
@@ -113,14 +117,27 @@ def deltas(job: Job, terms: list[np.ndarray], alt_lengths: list[int], reduce: st
     return out
 
 
+def site_delta(job: Job, terms: list[np.ndarray], at: int) -> list[float]:
+    """Per ALT row, log P(ALT base) - log P(REF base) at window position ``at`` given the bases before it
+    (GPN's site score of an SNV): the row's first differing term, so it comes with the window's terms.
+    NaN at ``at = 0`` (a window's first base has no context)."""
+    i = at - len(job.prefix)
+    if at <= 0 or i < 0:
+        return [float("nan")] * (len(terms) - 1)
+    return [float(alt[i] - terms[0][i]) for alt in terms[1:]]
+
+
 def site_jobs(ref_window: str, alt_windows: list[str], offset: int, ref_len: int,
                strand: str) -> list[tuple[Job, list[int], list[int]]]:
     """(job, which ALTs, their window lengths) for one site whose variants start at ``offset`` in the
-    windows, with REF alleles up to ``ref_len`` long: the forward job, and for strand both one
-    reverse-complement job per distinct ALT window length (the RC of a shortened window starts elsewhere)."""
+    windows, with REF alleles up to ``ref_len`` long: the forward job (strand forward or both), and for
+    strand both or reverse one reverse-complement job per distinct ALT window length (the RC of a
+    shortened window starts elsewhere)."""
     lengths = [len(a) for a in alt_windows]
-    jobs = [(make_job(ref_window, alt_windows, offset), list(range(len(alt_windows))), lengths)]
-    if strand == "both":
+    jobs = []
+    if strand != "reverse":
+        jobs.append((make_job(ref_window, alt_windows, offset), list(range(len(alt_windows))), lengths))
+    if strand in ("both", "reverse"):
         by_len: dict[int, list[int]] = {}
         for i, length in enumerate(lengths):
             by_len.setdefault(length, []).append(i)

@@ -7,6 +7,7 @@ Within a block, records at one position form a site: one REF window, one job per
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 
 from ..errors import Evo2LiteError
@@ -22,13 +23,17 @@ Item = tuple[V.Variant, str]
 class Context:
     """What scoring a block needs: reference, contig aliases, model and options."""
 
-    def __init__(self, reference, model, window: int, reduce: str, strand: str, batch_size: int):
+    def __init__(self, reference, model, window: int, reduce: str, strand: str, batch_size: int,
+                 score: str = "window", transcripts=None, tag: str = ""):
         self.reference = reference
         self.model = model
         self.window = window
         self.reduce = reduce
-        self.strand = strand
+        self.strand = strand  # forward | both | transcript (then ``transcripts`` picks per site)
         self.batch_size = batch_size
+        self.score = score  # window | site (window plus the SNV site score)
+        self.transcripts = transcripts  # score_vcf_strand.TranscriptStrands or None
+        self.tag = tag  # a phylogenetic tag run before every window ("" = none)
         self._aliases: dict[str, str | None] = {}
 
     def contig(self, chrom: str) -> str | None:
@@ -61,12 +66,14 @@ def record_status(variant: V.Variant, ctx: Context) -> str:
 
 
 def score_block(block: list[Item], ctx: Context) -> dict[int, list[list]]:
-    """Results of a block: record index -> [[score or None, status], ...] (one entry per ALT)."""
+    """Results of a block: record index -> [[score or None, status, site or None, strand or None], ...]
+    (one entry per ALT). site: the SNV site score (``ctx.score == "site"``); strand: "+" or "-", the
+    strand scored (``ctx.strand == "transcript"``)."""
     results: dict[int, list[list]] = {}
     sites: dict[tuple[str, int], list[tuple[V.Variant, int]]] = {}
     for variant, _ in block:
         if not variant.alts:
-            results[variant.index] = [[None, V.STATUS_MISSING_ALT]]
+            results[variant.index] = [[None, V.STATUS_MISSING_ALT, None, None]]
             continue
         shared = None
         entries = []
@@ -75,14 +82,21 @@ def score_block(block: list[Item], ctx: Context) -> dict[int, list[list]]:
             if status == V.STATUS_OK:
                 shared = shared or record_status(variant, ctx)
                 status = shared
-            entries.append([None, status])
+            entries.append([None, status, None, None])
             if status == V.STATUS_OK:
                 sites.setdefault((ctx.contig(variant.chrom), variant.start), []).append((variant, i))
         results[variant.index] = entries
 
-    planned = []  # (job, [(record, alt index)], lengths)
+    planned = []  # (job, [(record, alt index)], lengths, position of the variant in the job's windows)
+    snv: set[tuple[int, int]] = set()  # (record, alt index) of the SNVs that get a site score
     for (contig, start), members in sites.items():
         ref_len = max(len(v.ref) for v, _ in members)
+        strand = ctx.strand
+        if strand == "transcript":
+            sign = ctx.transcripts.strand(contig, start, start + ref_len)
+            strand = "forward" if sign == "+" else "reverse"
+            for v, i in members:
+                results[v.index][i][3] = sign
         site = V.site_context(lambda s, e, c=contig: ctx.reference.fetch(c, s, e), ctx.reference.contigs[contig],
                               start, ctx.window, ref_len)
         alt_windows, scored = [], []
@@ -92,22 +106,37 @@ def score_block(block: list[Item], ctx: Context) -> dict[int, list[list]]:
             if status == V.STATUS_OK:
                 alt_windows.append(alt_window)
                 scored.append((v, i))
+                if ctx.score == "site" and len(v.ref) == 1 and len(v.alts[i]) == 1:
+                    snv.add((v.index, i))
             else:
                 results[v.index][i][1] = status
         if not scored:
             continue
-        for job, which, lengths in jobs.site_jobs(site.ref_window, alt_windows, start - site.win_start, ref_len,
-                                                  ctx.strand):
-            planned.append((job, [(scored[k][0].index, scored[k][1]) for k in which], lengths))
+        offset = start - site.win_start
+        site_list = jobs.site_jobs(site.ref_window, alt_windows, offset, ref_len, strand)
+        for k, (job, which, lengths) in enumerate(site_list):
+            rc = strand == "reverse" or k > 0
+            # an SNV's base sits at `offset` forward, at length - offset - 1 on the reverse complement
+            at = lengths[0] - offset - 1 if rc else offset
+            planned.append((job, [(scored[m][0].index, scored[m][1]) for m in which], lengths, at))
 
     if planned:
-        terms = jobs.run_jobs(ctx.model, [job for job, _, _ in planned], ctx.batch_size)
+        tagged = {"tag": ctx.tag} if ctx.tag else {}
+        terms = jobs.run_jobs(ctx.model, [job for job, _, _, _ in planned], ctx.batch_size, **tagged)
         totals: dict[tuple[int, int], list[float]] = {}
-        for (job, keys, lengths), job_terms in zip(planned, terms):
+        site_totals: dict[tuple[int, int], list[float]] = {}
+        for (job, keys, lengths, at), job_terms in zip(planned, terms):
             for key, delta in zip(keys, jobs.deltas(job, job_terms, lengths, ctx.reduce)):
                 totals.setdefault(key, []).append(delta)
+            if snv:
+                for key, value in zip(keys, jobs.site_delta(job, job_terms, at)):
+                    if key in snv:
+                        site_totals.setdefault(key, []).append(value)
         for (index, i), deltas in totals.items():
             results[index][i][0] = float(sum(deltas) / len(deltas))  # strand both: forward and RC
+        for (index, i), values in site_totals.items():
+            value = float(sum(values) / len(values))
+            results[index][i][2] = value if math.isfinite(value) else None  # NaN: the contig's first base
     return results
 
 
