@@ -25,7 +25,7 @@ from .errors import Evo2LiteError
 
 __all__ = ["OptionError", "Rule", "RULES", "check_option", "check_options", "resolve_device", "apply_threads",
            "DeviceOpt", "ThreadsOpt", "RegionsOpt", "RegionsFileOpt", "ReferenceOpt", "OutputOpt", "ForceOpt",
-           "Fp8Opt", "AllowInexactOpt", "ModelOpt", "ConfigOpt", "DtypeOpt"]
+           "Fp8Opt", "AllowInexactOpt", "ModelOpt", "ConfigOpt", "DtypeOpt", "VariantReferenceOpt", "ReduceOpt"]
 
 
 class OptionError(Evo2LiteError, ValueError):
@@ -176,5 +176,9 @@ ModelOpt = Annotated[Optional[str], typer.Option(
                           "evo2_40b, ...). Default: the shipped model.", show_default=False)]
 ConfigOpt = Annotated[Optional[str], typer.Option(
     "--config", help="YAML config (or preset name) for an Evo 2 .pt checkpoint.", show_default=False)]
+# score-vcf and mutagenize (one window per variant)
+VariantReferenceOpt = Annotated[Path, typer.Option(
+    "--reference", "-f", help="Reference FASTA (plain or BGZF); a .fai is built if missing.")]
+ReduceOpt = Annotated[str, typer.Option(help="sum or mean of the window's next-token log-probs.")]
 DtypeOpt = Annotated[Optional[str], typer.Option(
     "--dtype", help="float32 or bfloat16 (default: float32 on CPU, bfloat16 on CUDA).", show_default=False)]

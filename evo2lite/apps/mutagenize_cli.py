@@ -12,15 +12,15 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import cli_errors
-from ..options import DeviceOpt, ThreadsOpt
+from ..options import (AllowInexactOpt, ConfigOpt, DeviceOpt, DtypeOpt, Fp8Opt, ModelOpt, ReduceOpt, ThreadsOpt,
+                       VariantReferenceOpt)
 
 __all__ = ["mutagenize_command"]
 
 
 @cli_errors
 def mutagenize_command(
-    reference: Annotated[Path, typer.Option("--reference", "-f", help="Reference FASTA (plain or BGZF); "
-                                            "a .fai is built if missing.")],
+    reference: VariantReferenceOpt,
     region: Annotated[str, typer.Option("--region", "-r", help="chr:start-end, 1-based inclusive "
                                         "(samtools syntax).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Table #chrom pos ref alt score site status "
@@ -29,15 +29,10 @@ def mutagenize_command(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also a heatmap (position x ALT) of the score "
                                                  "(--score site: of the site score): .png, .svg or "
                                                  ".pdf.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model directory, Evo 2 checkpoint (with "
-                                                 "--config), hf:REPO or an Evo 2 name; default the shipped "
-                                                 "model.")] = None,
-    config: Annotated[Optional[str], typer.Option("--config", help="YAML config (or preset name) for an Evo 2 "
-                                                  ".pt checkpoint.")] = None,
-    fp8: Annotated[str, typer.Option("--fp8", help="Hyena input projections: auto, off, scaled_mm, mmaemu or "
-                                     "emulate (docs/checkpoints.md).")] = "auto",
-    allow_inexact: Annotated[bool, typer.Option("--allow-inexact", help="Run a 1B/20B/40B model where its FP8 "
-                                                "projections cannot be computed exactly (emulated).")] = False,
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    fp8: Fp8Opt = "auto",
+    allow_inexact: AllowInexactOpt = False,
     window: Annotated[Optional[int], typer.Option(help="Window in bases (>= 16), centred on the variant, as "
                                                   "score-vcf; default min(trained context, 8192).")] = None,
     tile: Annotated[int, typer.Option(help="Positions that share one prefix and one reference row; 1 = "
@@ -46,7 +41,7 @@ def mutagenize_command(
     downstream: Annotated[Optional[int], typer.Option(help="Sum only the terms of the variant and this many "
                                                       "bases after it (faster, approximate); default the "
                                                       "window's end.")] = None,
-    reduce: Annotated[str, typer.Option(help="sum or mean of the window's next-token log-probs.")] = "sum",
+    reduce: ReduceOpt = "sum",
     score: Annotated[str, typer.Option("--score", help="window: the window score and the site score "
                                        "log P(ALT)/P(REF); site: only the site score, one reference pass per "
                                        "tile (much faster).")] = "window",
@@ -60,8 +55,7 @@ def mutagenize_command(
                                             "base before), scored exactly as score-vcf.")] = False,
     batch_size: Annotated[int, typer.Option(help="Rows per forward pass.")] = 16,
     device: DeviceOpt = "auto",
-    dtype: Annotated[Optional[str], typer.Option(help="float32 or bfloat16; default float32 on CPU, "
-                                                 "bfloat16 on GPU.")] = None,
+    dtype: DtypeOpt = None,
     threads: ThreadsOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite the output.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,

@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import cli_errors
-from ..options import DeviceOpt, RegionsFileOpt, RegionsOpt, ThreadsOpt
+from ..options import (AllowInexactOpt, ConfigOpt, DeviceOpt, DtypeOpt, Fp8Opt, ModelOpt, ReduceOpt, RegionsFileOpt,
+                       RegionsOpt, ThreadsOpt, VariantReferenceOpt)
 
 __all__ = ["score_vcf_command"]
 
@@ -20,26 +21,20 @@ __all__ = ["score_vcf_command"]
 @cli_errors
 def score_vcf_command(
     vcf: Annotated[str, typer.Argument(help="VCF, VCF.gz (BGZF or gzip), BCF, or - for stdin.")],
-    reference: Annotated[Path, typer.Option("--reference", "-f", help="Reference FASTA (plain or BGZF); "
-                                            "a .fai is built if missing.")],
+    reference: VariantReferenceOpt,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Annotated VCF: .vcf, .vcf.gz (bgzip "
                                                   "+ tabix index) or - for stdout.")] = None,
     table: Annotated[Optional[Path], typer.Option("--table", help="Also a table, one row per ALT "
                                                   "(chrom pos id ref alt score status [site] [strand]) with "
                                                   "the run's provenance: .tsv, .tsv.gz / .tsv.bgz (bgzip + "
                                                   "tabix index) or .parquet.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model directory, Evo 2 checkpoint (with "
-                                                 "--config), hf:REPO or an Evo 2 name (evo2_7b, ...); default "
-                                                 "the shipped model.")] = None,
-    config: Annotated[Optional[str], typer.Option("--config", help="YAML config (or preset name) for an Evo 2 "
-                                                  ".pt checkpoint.")] = None,
-    fp8: Annotated[str, typer.Option("--fp8", help="Hyena input projections: auto, off, scaled_mm, mmaemu or "
-                                     "emulate (docs/checkpoints.md).")] = "auto",
-    allow_inexact: Annotated[bool, typer.Option("--allow-inexact", help="Run a 1B/20B/40B model where its FP8 "
-                                                "projections cannot be computed exactly (emulated).")] = False,
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    fp8: Fp8Opt = "auto",
+    allow_inexact: AllowInexactOpt = False,
     window: Annotated[Optional[int], typer.Option(help="Window in bases (>= 16), centred on the variant; "
                                                   "default min(trained context, 8192).")] = None,
-    reduce: Annotated[str, typer.Option(help="sum or mean of the window's next-token log-probs.")] = "sum",
+    reduce: ReduceOpt = "sum",
     strand: Annotated[str, typer.Option(help="forward, both (mean of forward and reverse complement) or "
                                         "transcript (the strand of the --annotation transcripts a variant "
                                         "overlaps; forward where none).")] = "forward",
@@ -56,8 +51,7 @@ def score_vcf_command(
     regions_file: RegionsFileOpt = None,
     batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 16,
     device: DeviceOpt = "auto",
-    dtype: Annotated[Optional[str], typer.Option(help="float32 or bfloat16; default float32 on CPU, "
-                                                 "bfloat16 on GPU.")] = None,
+    dtype: DtypeOpt = None,
     threads: ThreadsOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint next to the "
                                          "output (or start if there is none).")] = False,
