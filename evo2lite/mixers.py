@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrize import type_before_parametrizations
 
 from .config import ModelConfig
 from .kernels.attention import apply_rotary_ref, attention, rotary_tables
@@ -166,9 +167,11 @@ class HyenaMixer(nn.Module):
             self.filter.backend = value
 
     def _fused(self, a_BLD: torch.Tensor, state: dict | None) -> bool:
-        # exact types: a wrapped seam (context parallelism) keeps its own path
+        # exact types: a wrapped seam (context parallelism) keeps its own path; a parametrised filter (training,
+        # train_params.make_trainable: h = h_hat * decay) is still its class and runs fused
         if (self.backend == "reference" or type(self.featurizer) is not ShortFilter
-                or type(self.filter) not in (ShortFilter, MediumFilter) or self.featurizer.h.shape[1] != 3):
+                or type_before_parametrizations(self.filter) not in (ShortFilter, MediumFilter)
+                or self.featurizer.h.shape[1] != 3):
             return False
         if state is not None and ("featurizer_tail" in state or "filter_tail" in state) \
                 and a_BLD.shape[1] <= self._reach():
@@ -201,7 +204,7 @@ class HyenaMixer(nn.Module):
     def forward(self, a_BLD: torch.Tensor, state: dict | None = None, position: int = 0) -> torch.Tensor:
         if self._fused(a_BLD, state):
             z_BLC = self.in_proj(a_BLD)
-            mr = type(self.filter) is MediumFilter
+            mr = type_before_parametrizations(self.filter) is MediumFilter
             y_BLD = hyena_conv(z_BLC, self.featurizer.h, self.filter.h, self.filter.D if mr else None,
                                current_tap="first" if mr else "last", backend="triton")
             if state is not None:

@@ -10,6 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
 from .inference.state import InferenceState
@@ -83,6 +84,9 @@ class StripedHyena2(nn.Module):
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.num_blocks))
         self.norm = RMSNorm(config.d_model, config.eps)
+        # Training option, not architecture: recompute each block's activations in the backward pass, so a
+        # stateless training forward keeps only the residual stream between blocks (long contexts fit).
+        self.activation_checkpointing = False
 
     @property
     def device(self) -> torch.device:
@@ -109,9 +113,13 @@ class StripedHyena2(nn.Module):
         position = state.position if state is not None else 0
         blocks = self.blocks if num_blocks is None else self.blocks[:num_blocks]
         x_BLD = self.embedding(ids_BL.to(self.device))
+        recompute = self.activation_checkpointing and state is None and torch.is_grad_enabled()
         for i, block in enumerate(blocks):
             layer = state.layers[i] if state is not None else None
-            x_BLD, mlp_BLD = block(x_BLD, layer, position, attention_step)
+            if recompute:
+                x_BLD, mlp_BLD = checkpoint(block, x_BLD, None, position, attention_step, use_reentrant=False)
+            else:
+                x_BLD, mlp_BLD = block(x_BLD, layer, position, attention_step)
             if capture is not None and f"blocks.{i}.mlp" in capture:
                 capture[f"blocks.{i}.mlp"] = mlp_BLD
             if capture is not None and f"blocks.{i}" in capture:

@@ -94,6 +94,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False
+    activation_checkpointing: bool = False  # keep only the residual stream; recompute each block in the backward
     extra: dict = field(default_factory=dict)  # free-form notes copied into the log
 
     def __post_init__(self) -> None:
@@ -104,6 +105,8 @@ class TrainConfig:
             raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.seq_len < 2:
             raise ConfigError("seq_len must be at least 2")
+        if not isinstance(self.activation_checkpointing, bool):
+            raise ConfigError(f"activation_checkpointing must be true or false, got {self.activation_checkpointing!r}")
         if not 0 <= self.min_lr <= self.lr:
             raise ConfigError("need 0 <= min_lr <= lr")
         self.betas = tuple(self.betas)
@@ -199,6 +202,7 @@ def _build_model(cfg: TrainConfig, resume_dir: Path | None) -> StripedHyena2:
         model = init_weights_(StripedHyena2(model_config_from(cfg.model, cfg.seq_len)), cfg.seed)
     model.train()
     make_trainable(model, cfg.decay_len)
+    model.activation_checkpointing = cfg.activation_checkpointing
     if resume_dir is not None:
         from safetensors.torch import load_file
 
