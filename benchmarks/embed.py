@@ -208,7 +208,7 @@ def vtx_forward(model, harness, length: int, device) -> dict:
     try:
         sync(device)
         began = time.perf_counter()
-        with torch.inference_mode(), harness.vtx_cpu_context():
+        with torch.inference_mode(), harness.vtx_context(device):
             model(ids.to(device))
         sync(device)
     except torch.OutOfMemoryError as exc:
@@ -233,7 +233,7 @@ def part_stack(lengths, device, *, chunk, budget, stack: dict = STACK) -> dict:
         cfg = harness.make_vtx_config(stack["layout"], stack["d_model"], stack["num_heads"], stack["num_se_groups"],
                                       stack["d_mlp"], rotary_scale=stack["rotary_scale"], max_seqlen=max(lengths),
                                       model_name="vtx stack")
-        with harness.vtx_cpu_context():
+        with harness.vtx_context(device):
             model = vtx.StripedHyena(harness._as_vtx_config(cfg))
         model.to(device)
         vtx_random_(model, 0, device)

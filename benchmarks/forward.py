@@ -60,7 +60,7 @@ def child(args) -> None:
         if harness is None:
             result["error"] = f"vtx unavailable: {why}"
             return save()
-        ctx = lambda: g.vtx_context(harness, device)  # noqa: E731
+        ctx = lambda: harness.vtx_context(device)  # noqa: E731
 
         def build(kernels: bool):
             extra = g.VTX_KERNELS if kernels else {}

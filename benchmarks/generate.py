@@ -377,13 +377,6 @@ def load_vtx():
         return None, err(exc)
 
 
-def vtx_context(harness, device: torch.device):
-    """The harness's CPU shims (spec §8) on CPU only: on a GPU they hide CUDA from vortex (is_available is False
-    inside), so vortex would build its blocks on the CPU and move activations there, while the benchmark times
-    and measures it with torch.cuda."""
-    return harness.vtx_cpu_context() if device.type == "cpu" else contextlib.nullcontext()
-
-
 # vtx 1.1's fused Hyena kernels (CUDA/Triton only): the engine as it is meant to run on a GPU
 VTX_KERNELS = {"use_hcs_kernel": True, "use_hcm_kernel": True, "use_hcl_kernel": True}
 
@@ -399,7 +392,7 @@ def vtx_model(harness, cfg: ModelConfig, device: torch.device, dtype: torch.dtyp
     vtx = harness.import_vtx()
     # built without the CPU shims on a GPU: vortex places its blocks on the device it sees (and moves the
     # residual stream back to block 0's device after the last block)
-    with vtx_context(harness, device), contextlib.redirect_stdout(io.StringIO()):
+    with harness.vtx_context(device), contextlib.redirect_stdout(io.StringIO()):
         model = vtx.StripedHyena(vtx.dotdict(vcfg))
     gen = torch.Generator(device).manual_seed(0)
     d = cfg.d_model
@@ -429,7 +422,7 @@ def bench_vtx(harness, vmodel, L: int, args, device) -> dict:
     free(device)
     peak_reset(device)
     quiet = contextlib.redirect_stdout(io.StringIO())
-    with vtx_context(harness, device), quiet:
+    with harness.vtx_context(device), quiet:
         try:
             params = vmodel.initialize_inference_params(max_seqlen=L + steps + warm + 16)
             params["mha"].max_batch_size = 1

@@ -110,6 +110,7 @@ __all__ = [
     "vtx_available",
     "import_vtx",
     "vtx_cpu_context",
+    "vtx_context",
     "make_vtx_config",
     "write_yaml_config",
     "read_yaml_config",
@@ -246,6 +247,13 @@ def vtx_cpu_context() -> Iterator[None]:
             if _shim_depth == 0:
                 torch.cuda.device = _real_cuda_device
                 torch.cuda.is_available = _real_cuda_is_available
+
+
+def vtx_context(device) -> contextlib.AbstractContextManager:
+    """The CPU shims of `vtx_cpu_context` on CPU only: on a GPU they would hide CUDA from vortex (is_available
+    False inside), so vortex would build its blocks on the CPU and move activations there, while a benchmark
+    times it with torch.cuda."""
+    return vtx_cpu_context() if torch.device(device).type == "cpu" else contextlib.nullcontext()
 
 
 _VTX: types.SimpleNamespace | None = None

@@ -123,10 +123,9 @@ def test_recompute_baseline_is_warm_full_forwards_at_one_length():
 def test_vtx_context_hides_cuda_only_on_cpu():
     import vtx_harness
 
-    g = _generate_module()
     real = torch.cuda.is_available
-    with g.vtx_context(vtx_harness, torch.device("cuda")):
+    with vtx_harness.vtx_context(torch.device("cuda")):
         assert torch.cuda.is_available is real  # timers and vtx's kernels see the GPU
-    with g.vtx_context(vtx_harness, torch.device("cpu")):
+    with vtx_harness.vtx_context(torch.device("cpu")):
         assert torch.cuda.is_available is not real and not torch.cuda.is_available()
     assert torch.cuda.is_available is real
