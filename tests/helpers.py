@@ -96,3 +96,28 @@ def offline_hf_cache(hub: Path, monkeypatch):
                 os.link(src, snap / fname)
 
     return add_repo
+
+
+_PEAK_PROBE = """
+def kib(key):
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith(key)).split()[1])
+
+def peak_growth(fn):
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+    before = kib("VmRSS")
+    fn()
+    return (kib("VmHWM") - before) * 1024
+"""
+
+
+def run_peak_probe(script: str, *args) -> list[int]:
+    """Run `script` (which may call peak_growth(fn): bytes of peak RSS growth while fn runs, Linux) in a fresh
+    process whose malloc hands every large block back to the OS on free, so that RSS follows the live tensors
+    (in a long-lived process freed heap pages keep RSS high and hide the peak); the integers it prints."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", _PEAK_PROBE + script, *map(str, args)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    return [int(x) for x in run.stdout.split()]

@@ -3,8 +3,6 @@ without it, a lower peak memory on a long window, and wired through TrainConfig.
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from evo2lite.apps.train import ConfigError, TrainConfig, _build_model, load_tra
 from evo2lite.config import PRESETS
 from evo2lite.model import StripedHyena2, init_weights_
 from evo2lite.train_params import make_trainable
+from helpers import run_peak_probe
 
 
 def _loss_and_grads(model, ids_BL, recompute):
@@ -59,17 +58,6 @@ import torch.nn.functional as F
 from evo2lite.config import PRESETS
 from evo2lite.model import StripedHyena2, init_weights_
 
-def kib(key):
-    with open("/proc/self/status") as f:
-        return int(next(line for line in f if line.startswith(key)).split()[1])
-
-def peak_growth(fn):
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS
-    before = kib("VmRSS")
-    fn()
-    return (kib("VmHWM") - before) * 1024
-
 torch.set_num_threads(1)
 cfg = dataclasses.replace(PRESETS["debug"], layout="SMLASML" * 3)  # many blocks: what checkpointing saves
 model = init_weights_(StripedHyena2(cfg), seed=1).train()
@@ -91,13 +79,8 @@ print(plain, ckpt, cfg.d_model, cfg.vocab_size)
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="reads /proc (Linux)")
 def test_checkpointing_lowers_the_peak_memory_of_a_training_step():
-    # a fresh process whose malloc returns large blocks to the OS on free, so RSS follows the live tensors
     L = 8192
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(L)], env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert run.returncode == 0, run.stderr
-    plain, ckpt, d_model, vocab = map(int, run.stdout.split())
+    plain, ckpt, d_model, vocab = run_peak_probe(_PEAK_SCRIPT, L)
     # both keep the logits and their gradient (L x V fp32 each); the blocks' saved activations go
     logits = 2 * L * vocab * 4
     assert plain > logits + 20 * L * d_model * 4, (plain, ckpt)  # many (L, D) activations per block saved

@@ -4,8 +4,6 @@ a long window is bounded by the chunk, not by the window."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ import torch
 from evo2lite.apps.score import chunked_token_logprobs, score_sequences, token_logprobs
 from evo2lite.apps.score_vcf_jobs import make_job, run_jobs
 from evo2lite.loading import load_model
+from helpers import run_peak_probe
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +64,6 @@ import sys, torch
 from evo2lite.apps.score import chunked_token_logprobs
 from evo2lite.loading import load_model
 
-def kib(key):
-    with open("/proc/self/status") as f:
-        return int(next(line for line in f if line.startswith(key)).split()[1])
-
-def peak_growth(fn):
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS
-    before = kib("VmRSS")
-    fn()
-    return (kib("VmHWM") - before) * 1024
-
 torch.set_num_threads(1)
 model = load_model("debug", random_init=True, seed=5)
 L = int(sys.argv[1])
@@ -89,14 +77,8 @@ print(small, whole, model.config.d_model, model.config.vocab_size)
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="reads /proc (Linux)")
 def test_peak_memory_of_a_long_window_is_bounded_by_the_chunk():
-    # a fresh process whose malloc hands every large block back to the OS on free, so that RSS follows the
-    # live tensors (in a long-lived process freed heap pages keep RSS high and hide the peak)
     L = 12_000
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0", "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(L)], env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert run.returncode == 0, run.stderr
-    small, whole, d_model, vocab = map(int, run.stdout.split())
+    small, whole, d_model, vocab = run_peak_probe(_PEAK_SCRIPT, L)
     # what must stay: the result (L x 4 B) and the one attention block's KV cache (2 x L x D x 4 B)
     kept = L * 4 + 2 * L * d_model * 4
     logits_one_chunk = 512 * vocab * 4
