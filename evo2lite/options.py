@@ -25,7 +25,8 @@ from .errors import Evo2LiteError
 
 __all__ = ["OptionError", "Rule", "RULES", "check_option", "check_options", "resolve_device", "apply_threads",
            "DeviceOpt", "ThreadsOpt", "RegionsOpt", "RegionsFileOpt", "ReferenceOpt", "OutputOpt", "ForceOpt",
-           "Fp8Opt", "AllowInexactOpt", "ModelOpt", "ConfigOpt", "DtypeOpt", "VariantReferenceOpt", "ReduceOpt"]
+           "Fp8Opt", "AllowInexactOpt", "ModelOpt", "ConfigOpt", "DtypeOpt", "VariantReferenceOpt", "ReduceOpt",
+           "ProgressOpt"]
 
 
 class OptionError(Evo2LiteError, ValueError):
@@ -176,6 +177,8 @@ ModelOpt = Annotated[Optional[str], typer.Option(
                           "evo2_40b, ...). Default: the shipped model.", show_default=False)]
 ConfigOpt = Annotated[Optional[str], typer.Option(
     "--config", help="YAML config (or preset name) for an Evo 2 .pt checkpoint.", show_default=False)]
+ProgressOpt = Annotated[bool, typer.Option(
+    "--progress/--no-progress", help="Progress bar on stderr (drawn on a terminal, or with EVO2LITE_PROGRESS=1).")]
 # score-vcf and mutagenize (one window per variant)
 VariantReferenceOpt = Annotated[Path, typer.Option(
     "--reference", "-f", help="Reference FASTA (plain or BGZF); a .fai is built if missing.")]

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import cli_errors
-from ..options import (AllowInexactOpt, ConfigOpt, DeviceOpt, DtypeOpt, ForceOpt, Fp8Opt, ModelOpt, ReferenceOpt,
-                       RegionsFileOpt, RegionsOpt, ThreadsOpt)
+from ..options import (AllowInexactOpt, ConfigOpt, DeviceOpt, DtypeOpt, ForceOpt, Fp8Opt, ModelOpt, ProgressOpt,
+                       ReferenceOpt, RegionsFileOpt, RegionsOpt, ThreadsOpt)
 
 
 @cli_errors
@@ -63,6 +63,7 @@ def embed_command(
         "--context-parallel", help="Split each record across the N ranks of a torchrun job (N = "
                                    "--nproc-per-node): exact, one pass per record, --chunk-size unused; rank 0 "
                                    "writes.")] = 1,
+    progress: ProgressOpt = True,
     tag: Annotated[Optional[str], typer.Option(
         "--tag", help="Evo 2 phylogenetic tag |d__...;...;s__...| run before each record as context; its "
                       "tokens get no embedding rows (`evo2lite tag` builds one).")] = None,
@@ -90,7 +91,8 @@ def embed_command(
                 layers=layers, pool=pool, stride=stride, rc_average=rc_average, chunk_size=chunk_size,
                 window_mode=window_mode, window_overlap=window_overlap, batch_size=batch_size,
                 out_dtype=out_dtype, compression=compression, force=force, device=resolve_device(device),
-                dtype=dtype, fp8=fp8, allow_inexact=allow_inexact, progress=True)
+                dtype=dtype, fp8=fp8, allow_inexact=allow_inexact,
+                progress=True if progress else None)
     if tag is not None:
         from ..tags import check_tag
 

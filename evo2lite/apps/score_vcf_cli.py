@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import cli_errors
-from ..options import (AllowInexactOpt, ConfigOpt, DeviceOpt, DtypeOpt, Fp8Opt, ModelOpt, ReduceOpt, RegionsFileOpt,
-                       RegionsOpt, ThreadsOpt, VariantReferenceOpt)
+from ..options import (AllowInexactOpt, ConfigOpt, DeviceOpt, DtypeOpt, Fp8Opt, ModelOpt, ProgressOpt, ReduceOpt,
+                       RegionsFileOpt, RegionsOpt, ThreadsOpt, VariantReferenceOpt)
 
 __all__ = ["score_vcf_command"]
 
@@ -56,7 +56,7 @@ def score_vcf_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint next to the "
                                          "output (or start if there is none).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite outputs; discard a checkpoint.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")] = True,
+    progress: ProgressOpt = True,
 ) -> None:
     """Score the effect of every ALT in a VCF: log-likelihood of the ALT window minus the REF window."""
     import os

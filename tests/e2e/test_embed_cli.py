@@ -100,3 +100,16 @@ def test_empty_record_and_existing_output(tmp_path, model_dir):
     (tmp_path / "y.h5").write_text("")
     result = run(fasta, "-o", tmp_path / "y.h5", "-m", model_dir)
     assert result.exit_code == 2 and "--force" in result.output
+
+
+def test_no_progress_switches_the_bar_off(tmp_path, model_dir, monkeypatch):
+    # the bar is drawn off a terminal with EVO2LITE_PROGRESS=1; --no-progress silences it, as for score-vcf
+    monkeypatch.setenv("EVO2LITE_PROGRESS", "1")
+    fasta = tmp_path / "x.fa"
+    fasta.write_text(">s1\nACGTTGCAACGGTTAC\n")
+    shown = run(fasta, "-o", tmp_path / "a.npz", "-m", model_dir, "--device", "cpu")
+    silent = run(fasta, "-o", tmp_path / "b.npz", "-m", model_dir, "--device", "cpu", "--no-progress")
+    assert shown.exit_code == silent.exit_code == 0, (shown.output, silent.output)
+    assert "embedding" in shown.output and "embedding" not in silent.output
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
