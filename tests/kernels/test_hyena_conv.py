@@ -139,6 +139,22 @@ def _random_mixer(kind: str, seed: int):
     return mixer
 
 
+def _fused_equals_reference(mixer, a) -> dict:
+    """Run `mixer` on `a` with each backend; the output and every parameter gradient agree to 1e-5. Returns
+    {backend: [y, grads...]}."""
+    outs = {}
+    for backend in ("triton", "reference"):
+        mixer.backend = backend
+        mixer.zero_grad()
+        y = mixer(a)
+        y.square().sum().backward()
+        outs[backend] = [y] + [p.grad.clone() for _, p in sorted(mixer.named_parameters())]
+    assert len(outs["triton"]) == len(list(mixer.parameters())) + 1
+    for got, want in zip(outs["triton"], outs["reference"]):
+        assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    return outs
+
+
 @pytest.mark.parametrize("kind", ["S", "M"])
 def test_mixer_dispatch_and_state_hand_off(kind):
     # the mixer on the fused op equals the mixer on the reference ops, forward and parameter gradients; a
@@ -146,15 +162,7 @@ def test_mixer_dispatch_and_state_hand_off(kind):
     # continues the sequence exactly
     mixer = _random_mixer(kind, seed=3)
     a = torch.randn(1, 139, 16, device=DEV)
-    outs = {}
-    for backend in ("triton", "reference"):
-        mixer.backend = backend
-        mixer.zero_grad()
-        y = mixer(a)
-        y.square().sum().backward()
-        outs[backend] = [y] + [p.grad.clone() for p in mixer.parameters()]
-    for got, want in zip(outs["triton"], outs["reference"]):
-        assert (got - want).abs().max() <= 1e-5 * want.abs().max()
+    outs = _fused_equals_reference(mixer, a)
     with torch.no_grad():
         mixer.backend = "triton"
         state_f = {}
@@ -211,3 +219,22 @@ def test_experimental_se_direct(D, G):
     want = [want] + list(torch.autograd.grad(want, leaves, dy))
     got = [se_direct_fwd(z, w, h, BL=16, BD=16)] + list(se_direct_bwd(dy, z, w, h, BL=16, BD=16))
     _check(got, want, 1e-5)
+
+
+@pytest.mark.parametrize("kind", ["S", "M"])
+def test_trainable_mixer_runs_fused_with_reference_gradients(kind, monkeypatch):
+    # training runs the fused op too: after make_trainable (the MR filter parametrised as h_hat * decay) the
+    # mixers still dispatch to it, with the reference's output and gradients (to h_hat through the
+    # parametrisation)
+    import evo2lite.mixers as mixers
+    from evo2lite.train_params import make_trainable
+
+    mixer = _random_mixer(kind, seed=5)
+    make_trainable(mixer, decay_len=256)
+    if kind == "M":
+        assert type(mixer.filter).__name__ == "ParametrizedMediumFilter"
+    calls = []
+    fused = mixers.hyena_conv
+    monkeypatch.setattr(mixers, "hyena_conv", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    _fused_equals_reference(mixer, torch.randn(2, 131, 16, device=DEV))
+    assert len(calls) == 1  # the triton pass took the fused op, the reference pass did not
