@@ -37,23 +37,10 @@ import time
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, bootstrap  # noqa: E402
+
 T0 = time.perf_counter()
-
-
-def _bootstrap() -> None:
-    """Import evo2lite from this checkout even when it is not installed (kernels/ -> evo2lite.kernels)."""
-    sys.path.insert(0, str(ROOT))
-    import evo2lite
-
-    try:
-        import evo2lite.kernels  # noqa: F401
-    except ImportError:
-        evo2lite.__path__.append(str(ROOT))  # the package-dir mapping of setup.py, by hand
-        import evo2lite.kernels  # noqa: F401
-
-
-_bootstrap()
+bootstrap()
 
 import torch  # noqa: E402
 
