@@ -52,6 +52,9 @@ def hyena_conv(z_BLC: torch.Tensor, featurizer_CF: torch.Tensor, h_GK: torch.Ten
         # the kernels unroll the 3-tap featurizer of every Evo 2 model, blocks of 128 (filters over 128 taps)
         # overflow the H200's shared memory, and offsets inside one sequence are int32: those take the reference
         return hyena_conv_ref(z_BLC, featurizer_CF, h_GK, skip_D, current_tap=current_tap)
+    if current_tap == "last" and h_GK.shape[1] <= 7:  # Hyena-SE: the direct register-resident kernel
+        from .se_triton import SEConvFn
+        return SEConvFn.apply(z_BLC.contiguous(), featurizer_CF.float().contiguous(), h_GK.float().contiguous())
     from .triton import HyenaConvFn
     # the kernels take convolution tap order (h[0] meets the current sample); autograd flips dh back
     h_conv = h_GK.float() if current_tap == "first" else h_GK.float().flip(1)
