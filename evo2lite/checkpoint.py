@@ -30,6 +30,7 @@ import torch
 
 from .config import PRESETS, ModelConfig
 from .errors import CheckpointError, ConfigError, Evo2LiteError
+from .io import atomic_dir, atomic_path
 from .log import warn
 from .model import FP32_PARAMS, StripedHyena2
 
@@ -307,22 +308,15 @@ def save_state(config: ModelConfig, state, directory: str | Path, fp8_states: di
     """Write model.safetensors + config.json atomically (a temp directory renamed into place). `state` is a
     dict, or an iterator of (name, tensor) with its `layout` [(name, shape, dtype)] given up front."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     extra = _fp8_tensors(fp8_states)
     if layout is None:
         layout = [(k, tuple(v.shape), v.dtype) for k, v in state.items()]
         state = state.items()
     layout = layout + [(k, tuple(v.shape), v.dtype) for k, v in extra.items()]
-    try:
+    with atomic_dir(directory) as tmp:
         write_safetensors(tmp / WEIGHTS_FILE, layout, itertools.chain(state, extra.items()),
                           {"format": "evo2lite"})
         config.save(tmp / CONFIG_FILE)
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
@@ -334,7 +328,6 @@ def save_vortex(config: ModelConfig, state: dict, path: str | Path) -> Path:
     """Write the official format: OUT.pt (flat dict, vtx's dtypes and layouts) and OUT.yml beside it."""
     import yaml
 
-    from .io import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

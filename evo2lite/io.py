@@ -48,6 +48,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_dir(directory: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp directory beside `directory` (its parents made); if the block succeeds it replaces
+    `directory`, otherwise it is deleted and `directory` is left as it was."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        yield tmp
+        if directory.exists():
+            shutil.rmtree(directory)
+        tmp.rename(directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def spool_stdin(suffix: str = ".fa") -> Path:
     """Copy stdin to a temporary file (the readers detect the format and compression from the first
     bytes, so they need a seekable file); the caller deletes it."""

@@ -11,11 +11,11 @@ ImportError saying `pip install evo2lite`.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from ..io import atomic_dir
 
 AUTO_MAP = {
     "AutoConfig": "configuration_evo2lite.Evo2LiteConfig",
@@ -69,18 +69,11 @@ def save_pretrained_dir(model, directory: str | Path, *, dtype: torch.dtype | No
 
     hf = _as_hf(model)
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:
         if dtype is not None:
             hf.config.dtype = dtype  # read back by from_pretrained(dtype="auto")
         hf.save_pretrained(tmp)  # safetensors; our save_pretrained adds auto_map and the shims
         Evo2LiteTokenizer().save_pretrained(tmp)
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
