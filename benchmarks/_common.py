@@ -55,3 +55,30 @@ def human(n: int) -> str:
     if n >= 1024 and n % 1024 == 0:
         return f"{n >> 10}k"
     return str(n)
+
+
+def run_child(script: str, argv: list[str], timeout: float) -> tuple[dict | None, str | None, str]:
+    """Run `python script *argv --json PATH` in a fresh process (own CUDA context and allocator: a crash, an
+    illegal memory access or an OOM ends only it) under `timeout` seconds. Returns (the JSON the child wrote to
+    PATH, or None; None if it exited 0, else "exit N: <last stderr line>" or "timeout after N s"; its stderr
+    tail). What a child saved before it died or timed out is returned too."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "child.json"
+        try:
+            proc = subprocess.run([sys.executable, script, *argv, "--json", str(path)], timeout=timeout,
+                                  capture_output=True, text=True)
+            tail = proc.stderr
+            failure = None if proc.returncode == 0 else \
+                f"exit {proc.returncode}: " + (tail.strip().splitlines() or [""])[-1][:300]
+        except subprocess.TimeoutExpired as exc:
+            tail = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+            failure = f"timeout after {timeout:.0f} s"
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, ValueError):  # none written, or cut short mid-write
+            result = None
+    return result, failure, tail[-3000:]

@@ -2,6 +2,7 @@
 
     python benchmarks/embed.py                         # everything this device can do, defaults below
     python benchmarks/embed.py --parts stream --lengths 1k,8k,1M --out /tmp/b
+    python benchmarks/embed.py --parts stream --lengths 1M --stop-after 200   # #13's 1 Mb, evo2_7b shape
 
 Parts (`--parts`, comma-separated; default all that apply):
   exact   streamed == full pass on this device's code path: the debug model in fp32 (several chunk sizes),
@@ -10,7 +11,8 @@ Parts (`--parts`, comma-separated; default all that apply):
           lengths until one is out of memory, over `--max-seconds`, or predicted to overrun `--budget`.
           CUDA default: the evo2_7b shape (32 blocks, D=4096, 5 attention blocks) with random bf16 weights,
           layer `final`, so all 32 blocks run. CPU default: the shipped model, or the debug preset when the
-          installation has none (said so in the output).
+          installation has none (said so in the output). `--stop-after S` cuts an embedding that runs past S
+          seconds: its row gives the bases done and the rate so far (a progress line every 30 s meanwhile).
   stack   CUDA only: the 7-block D=4096 stack (SMLASML) on evo2lite (full pass and streamed) next to vtx 1.1
           (stateless forward, use_flash_attn False, fp8 False), if `vortex` imports.
 Peak memory: torch.cuda.max_memory_allocated (CUDA) or the process's peak RSS so far (CPU). KV cache: the
@@ -112,13 +114,38 @@ def part_exact(device) -> dict:
     return out
 
 
-def measure(model, seq: bytes, device, *, layer: str, chunk: int, pool: str | None) -> dict:
+class Stopped(Exception):
+    """An embedding cut at --stop-after: what it had done by then."""
+
+    def __init__(self, done: int, seconds: float):
+        super().__init__(f"stopped after {seconds:.0f} s at {done:,} bases")
+        self.done, self.seconds = done, seconds
+
+
+def measure(model, seq: bytes, device, *, layer: str, chunk: int, pool: str | None,
+            stop_after: float | None = None, report_every: float = 30.0) -> dict:
     embedder = Embedder(model, layer, chunk_size=chunk, pool=pool)
     reset_peak(device)
     base = torch.cuda.memory_allocated() if torch.device(device).type == "cuda" else 0
     sync(device)
     began = time.perf_counter()
-    emb = embedder.embed_one(SeqInput("x", seq))
+    done, last_report = 0, began
+
+    def progress(n: int) -> None:  # after each chunk: a progress line, and the --stop-after cut
+        nonlocal done, last_report
+        done += n
+        now = time.perf_counter()
+        if now - last_report >= report_every:
+            print(f"    {done:,} of {len(seq):,} bases in {now - began:.0f} s", flush=True)
+            last_report = now
+        if stop_after is not None and now - began > stop_after and done < len(seq):
+            sync(device)
+            raise Stopped(done, time.perf_counter() - began)
+    try:
+        emb = embedder.embed_one(SeqInput("x", seq), progress=progress)
+    except Stopped as cut:
+        return {"length": len(seq), "status": f"cut by --stop-after: {cut}", "bases_done": cut.done,
+                "seconds": cut.seconds, "bases_per_s": cut.done / cut.seconds, "peak_gib": peak_bytes(device) / GiB}
     sync(device)
     seconds = time.perf_counter() - began
     array = emb.arrays[embedder.layers[0]]
@@ -142,7 +169,8 @@ def predict_seconds(done: list[dict], length: int) -> float:
     return a * length + b * length ** 2
 
 
-def sweep(model, lengths, device, *, layer, chunk, pool, budget, max_seconds, label) -> list[dict]:
+def sweep(model, lengths, device, *, layer, chunk, pool, budget, max_seconds, label,
+          stop_after: float | None = None) -> list[dict]:
     measure(model, random_dna(min(chunk, 1024) + 7, 0), device, layer=layer, chunk=min(chunk, 1024), pool=pool)
     rows, began, last = [], time.perf_counter(), None  # (after a warm-up: kernel loading is not timed)
     for length in lengths:
@@ -157,13 +185,17 @@ def sweep(model, lengths, device, *, layer, chunk, pool, budget, max_seconds, la
                 break
         seq = random_dna(length, length)
         try:
-            row = measure(model, seq, device, layer=layer, chunk=chunk, pool=pool)
+            row = measure(model, seq, device, layer=layer, chunk=chunk, pool=pool, stop_after=stop_after)
         except torch.OutOfMemoryError as exc:
             rows.append({"length": length, "status": "out of memory", "detail": str(exc).splitlines()[0]})
             print(f"  {label} L={human(length)}: out of memory", flush=True)
             reset_peak(device)
             break
         rows.append(row)
+        if row["status"] != "ok":
+            print(f"  {label} L={human(length)}: {row['status']}, {row['bases_per_s']:,.0f} bases/s so far, "
+                  f"peak {row['peak_gib']:.2f} GiB", flush=True)
+            break
         last = row
         print(f"  {label} L={human(length)}: {row['seconds']:.2f} s, {row['bases_per_s']:,.0f} bases/s, "
               f"peak {row['peak_gib']:.2f} GiB (KV {row['kv_cache_gib']:.2f} GiB)", flush=True)
@@ -276,6 +308,9 @@ def table(rows: list[dict], title: str) -> str:
         if r.get("status") == "ok":
             lines.append(f"| {human(r['length'])} ({r['length']:,}) | {r['seconds']:.2f} | {r['bases_per_s']:,.0f} "
                          f"| {r['peak_gib']:.2f} | {r.get('kv_cache_gib', float('nan')):.2f} | ok |")
+        elif "bases_done" in r:  # cut at --stop-after: the rate so far
+            lines.append(f"| {human(r['length'])} ({r['length']:,}) | {r['seconds']:.2f} | {r['bases_per_s']:,.0f} "
+                         f"| {r['peak_gib']:.2f} | | {r['status']} |")
         else:
             lines.append(f"| {human(r['length'])} ({r['length']:,}) | | | | | {r['status']} |")
     return "\n".join(lines)
@@ -334,6 +369,9 @@ def main(argv=None) -> int:
     ap.add_argument("--stack-budget", type=float, default=120.0)
     ap.add_argument("--max-seconds", type=float, default=1e9 if cuda else 120.0,
                     help="stop before a length predicted to take longer than this")
+    ap.add_argument("--stop-after", type=float, default=None,
+                    help="cut a stream-part embedding that runs longer than this many seconds (its row gives the "
+                    "bases done and the rate so far), so a --lengths 1M run ends within a budget")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=default_out())
     args = ap.parse_args(argv)
@@ -386,7 +424,8 @@ def main(argv=None) -> int:
         lengths = [parse_length(x) for x in args.lengths.split(",")]
         print(f"stream: {name}, {dtype}, layer {args.layer}, chunk {args.chunk_size}", flush=True)
         rows = sweep(model, lengths, device, layer=args.layer, chunk=args.chunk_size, pool=args.pool,
-                     budget=args.budget, max_seconds=args.max_seconds, label="evo2lite")
+                     budget=args.budget, max_seconds=args.max_seconds, label="evo2lite",
+                     stop_after=args.stop_after)
         ok = [r["length"] for r in rows if r.get("status") == "ok"]
         result["stream"] = {"model": name, "config": model.config.to_dict(), "dtype": str(dtype).replace("torch.", ""),
                             "layer": args.layer, "pool": args.pool or "none", "chunk_size": args.chunk_size,

@@ -292,18 +292,29 @@ HEADER = ("| L | batch | operator | fwd ms | fwd Mtok/s | fwd x floor | fwd+bwd 
 # (filter length, block length, warps, programs aimed at, forward and backward alike)
 SWEEP = [(7, 16, 4, 2048), (7, 16, 4, 16384), (7, 16, 1, 16384), (7, 16, 2, 131072), (7, 32, 2, 16384),
          (7, 64, 4, 16384), (128, 64, 4, 2048), (128, 64, 4, 16384), (128, 64, 8, 16384), (128, 128, 8, 16384)]
+# MR (issue #11): the stride-3 "gather" kernels against the "split" ones (mr_triton.py; the rows above with
+# BL 64 run them with their defaults), options as (filter length, block length, warps, programs, options)
+_G, _S, _NP = dict(variant="gather"), dict(variant="split"), dict(variant="split", prefetch=False)
+SWEEP += [(128, 64, 4, 16384, _G), (128, 64, 8, 16384, _G)] + [
+    (128, 64, nw, progs, dict(base, **opts)) for base, nw, progs, opts in (
+        (_S, 4, 4096, {}), (_S, 4, 16384, dict(h_in_loop=True)), (_S, 4, 16384, dict(two_pass=True)),
+        (_S, 8, 16384, dict(two_pass=True)), (_NP, 4, 16384, {}), (_NP, 8, 16384, {}))]
 
 
-def sweep(N, D, G, L, write):
+def sweep(N, D, G, L, write, kinds=("se", "mr")):
     """Our kernels' block length, warps and programs: forward and backward separately, bf16, the same shapes;
     the floors are the core rows' (forward 4 N D elements, backward 7 N D)."""
     from evo2lite.kernels.hyena.triton import hyena_conv_bwd, hyena_conv_fwd
     B = N // L
     fl_f, fl_fb = floors(N, D)
-    head = "| op | BL | warps | programs | fwd ms | fwd x floor | bwd ms | bwd x floor |"
-    out, inputs = [head, "|---|---|---|---|---|---|---|---|"], {}
+    head = "| op | BL | warps | programs | options | fwd ms | fwd x floor | bwd ms | bwd x floor |"
+    out, inputs = [head, "|---|---|---|---|---|---|---|---|---|"], {}
     print("\n" + "\n".join(out), flush=True)
-    for K, BL, nw, progs in SWEEP:
+    for K, BL, nw, progs, *opts in SWEEP:
+        if ("mr" if K == 128 else "se") not in kinds:
+            continue
+        opts = opts[0] if opts else {}
+        fwd_opts = {k: v for k, v in opts.items() if k != "two_pass"}
         if K not in inputs:
             inputs.clear()
             torch.cuda.empty_cache()
@@ -311,10 +322,11 @@ def sweep(N, D, G, L, write):
                          rnd(G, K, grad=False, dtype=torch.float32),
                          rnd(D, grad=False, dtype=torch.float32) if K == 128 else None, rnd(B, L, D, grad=False))
         z, w, h, skip, dy = inputs[K]
-        cfg = f"| {'SE' if K == 7 else 'MR'} | {BL} | {nw} | {progs} |"
+        opt_s = " ".join(f"{k}={v}" for k, v in opts.items())
+        cfg = f"| {'SE' if K == 7 else 'MR'} | {BL} | {nw} | {progs} | {opt_s} |"
         try:
-            f = timed(lambda: hyena_conv_fwd(z, w, h, skip, BL, num_warps=nw, programs=progs))
-            b = timed(lambda: hyena_conv_bwd(dy, z, w, h, skip, BL, num_warps=nw, programs=progs))
+            f = timed(lambda: hyena_conv_fwd(z, w, h, skip, BL, num_warps=nw, programs=progs, **fwd_opts))
+            b = timed(lambda: hyena_conv_bwd(dy, z, w, h, skip, BL, num_warps=nw, programs=progs, **opts))
             line = f"{cfg} {f:.3f} | {f / fl_f:.2f} | {b:.3f} | {b / (fl_fb - fl_f):.2f} |"
         except Exception as e:  # noqa: BLE001
             line = f"{cfg} error: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:100]} | | | |"
@@ -359,6 +371,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer timed repeats (2 after 2 warm-ups)")
     ap.add_argument("--sweep-only", action="store_true", help="only the sweep (kernel tuning)")
     ap.add_argument("--sweep", action="store_true", help="also sweep our kernels' block length and warps")
+    ap.add_argument("--sweep-ops", default="se,mr", help="which kernels the sweep times (comma list: se, mr)")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--tag", default="h200")
     args = ap.parse_args()
@@ -385,7 +398,7 @@ def main():
         (out / f"operators_{args.tag}.md").write_text("\n".join(md + [""] + swept) + "\n")
 
     if args.sweep or args.sweep_only:
-        sweep(N, D, args.groups, lengths[0], write)
+        sweep(N, D, args.groups, lengths[0], write, args.sweep_ops.split(","))
     for L in ([] if args.sweep_only else lengths):
         for op in ops:
             try:

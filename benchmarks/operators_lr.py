@@ -1,40 +1,54 @@
 """Hyena-LR operator benchmark (issue #12): the LR core (y = h * u + D u, modal filter, S = 16) and the full
 HyenaLR mixer, forward and forward + backward, time and peak memory, peers measured in the same run.
 
-Rows: ours (chunked Triton kernel), ours (FFT reference: materialised filter + 2L fp32 FFT, the spec), vtx's
-torch.fft path (compute_filter + fftconv_func), vtx's Triton HCL path (forward only: tiled filter + cuFFT +
-fused epilogue), flash-linear-attention's chunk_linear_attn and SDPA (causal) at the same tokens and width
+Rows: ours (chunked Triton kernel), ours (FFT reference: materialised filter + 2L fp32 FFT, the spec), ours
+fused full op (featurizer + gates + modal kernel from z; "unfused": the same with the featurizer and gates in
+PyTorch around the modal kernel; "ours full": the whole mixer, fused on CUDA), vtx's torch.fft path
+(compute_filter + fftconv_func), vtx's Triton HCL path (forward only: tiled filter + cuFFT + fused
+epilogue), flash-linear-attention's chunk_linear_attn and SDPA (causal) at the same tokens and width
 (H = D / 128 heads of 128). Tokens per step = max(L, --tokens), so B = tokens / L. Needs CUDA.
 
+Every row (operator, length, mode) runs in its own process under --timeout (benchmarks/_common.run_child):
+a kernel that crashes (vtx's HCL kernel hits an illegal memory access at 1M tokens, which poisons the CUDA
+context) or hangs is one row "error ..." and the table goes on. `--dry-run` runs the plumbing on a CPU.
+
     python benchmarks/operators_lr.py [--quick] [--tune] [--d 4096] [--lengths 8192,32768] [--out r.json]
+    python benchmarks/operators_lr.py --dry-run --ops "fft ref,sdpa"
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-import evo2lite  # noqa: E402
+from _common import ROOT, bootstrap, run_child
 
-try:
-    import evo2lite.kernels  # noqa: F401
-except ImportError:  # not installed: the package-dir mapping of setup.py, by hand
-    evo2lite.__path__.append(str(ROOT))
+bootstrap()
 for whl in sorted((ROOT / ".whl").glob("*.whl")):  # vtx, fla: pure-Python wheels import from the zip
     sys.path.append(str(whl))
 
 import torch  # noqa: E402
 
 MiB = 1 << 20
-DEV = "cuda"
+DEV = "cuda"  # "cpu" on a --dry-run (the plumbing only: CPU times, no peak memory, Triton rows fail)
 
 
 def bench(fn, reps=5, warmup=1):
     """Median ms and peak extra memory (MiB) over the allocation before the call; 'OOM' on out-of-memory."""
+    if DEV == "cpu":
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+        return sorted(times)[len(times) // 2], None
     torch.cuda.synchronize()
     try:
         for _ in range(warmup):
@@ -143,10 +157,11 @@ def core_fns(B, L, D):
     except ImportError as e:
         print(f"# vtx HCL kernel unavailable: {e}", file=sys.stderr)
     H = max(1, D // 128)
-    try:
-        from fla.ops.linear_attn import chunk_linear_attn
-
+    if importlib.util.find_spec("fla") is not None:
         def fla(mode):
+            # imported by the row that runs it: fla.ops takes ~15 s to import, and every row is a process
+            from fla.ops.linear_attn import chunk_linear_attn
+
             g = torch.Generator(device=DEV).manual_seed(1)
             q, k, v = (torch.randn(B, L, H, 128, device=DEV, dtype=torch.bfloat16, generator=g)
                        .requires_grad_(mode == "fwd+bwd") for _ in range(3))
@@ -159,8 +174,8 @@ def core_fns(B, L, D):
                         o.backward(torch.ones_like(o))
             return f
         fns["fla chunk_linear_attn"] = fla
-    except ImportError as e:
-        print(f"# fla unavailable: {e}", file=sys.stderr)
+    else:
+        print("# fla unavailable: flash-linear-attention is not installed", file=sys.stderr)
 
     def sdpa(mode):
         if L > 131072:
@@ -176,6 +191,38 @@ def core_fns(B, L, D):
                     o.backward(torch.ones_like(o))
         return f
     fns["sdpa causal"] = sdpa
+    return fns
+
+
+def fused_fns(B, L, D):
+    """The LR core from the projected features z (B, L, 3D) to the gated output: featurizer, k v, modal
+    convolution, q gate. "fused" is kernels/modal/fused.py (one op, u and q^ rebuilt in the kernels);
+    "unfused" is what the mixer ran before it: the featurizer and gates in PyTorch around the modal kernel."""
+    from evo2lite.kernels.modal import modal_conv, modal_hyena, modal_hyena_ref
+
+    def conv(u, lam, R, skip, sigma, with_state):
+        return modal_conv(u, lam, R, skip, sigma, backend="triton"), None
+
+    fns = {}
+    for name, fused in (("ours fused full op", True), ("ours unfused full op", False)):
+        def run(mode, fused=fused):
+            g = torch.Generator(device=DEV).manual_seed(3)
+            grad = mode == "fwd+bwd"
+            z = torch.randn(B, L, 3 * D, device=DEV, dtype=torch.bfloat16, generator=g).requires_grad_(grad)
+            w = (torch.randn(3 * D, 3, device=DEV, generator=g) / 2).requires_grad_(grad)
+            _, lam, R, skip = lr_inputs(1, 1, D, grad=grad)
+
+            def f():
+                with torch.set_grad_enabled(grad):
+                    if fused:
+                        y = modal_hyena(z, w, lam, R, skip, backend="auto" if DEV == "cpu" else "triton")
+                    else:
+                        y = modal_hyena_ref(z, w, lam, R, skip, conv=conv if DEV == "cuda" else None,
+                                            with_state=False)[0]
+                    if grad:
+                        y.backward(torch.ones_like(y))
+            return f
+        fns[name] = run
     return fns
 
 
@@ -234,7 +281,45 @@ def tune(D, L=32768, tokens=65536):
     return rows
 
 
-def main():
+def row_child(args) -> dict:
+    """One row, in this (child) process: {"ms", "peak_mib"}, or {"skip": True} where the peer has no such mode."""
+    L = args.lengths[0]
+    B = max(1, args.tokens // L)
+    fns = {**core_fns(B, L, args.d), **fused_fns(B, L, args.d), **full_fns(B, L, args.d)}
+    try:
+        f = fns[args.op](args.mode)
+        if f is None:
+            return {"skip": True}
+        ms, mem = bench(f, reps=3 if L >= 131072 else 5)
+    except torch.OutOfMemoryError:  # while building the inputs or the module
+        ms, mem = "OOM", None
+    except Exception as e:  # a peer that fails is a row with its error, not the end of the run
+        ms, mem = f"error {type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]}", None
+    return {"ms": ms, "peak_mib": mem}
+
+
+def rows_of(L, B, D, ops) -> list[str]:
+    """The operators timed at length L (names only: nothing runs here)."""
+    names = list(core_fns(B, L, D)) + list(fused_fns(B, L, D)) + list(full_fns(B, L, D))
+    return [n for n in names if not ops or any(o in n for o in ops.split(","))]
+
+
+def run_row(L, B, name, mode, args) -> dict:
+    """A row in its own process under --timeout: an illegal memory access (vtx's HCL kernel at 1M) or a hang
+    ends only that child, and the table goes on with the row "error ..."."""
+    argv = ["--child", "row", "--lengths", str(L), "--op", name, "--mode", mode, "--d", str(args.d),
+            "--tokens", str(args.tokens)] + (["--dry-run"] if args.dry_run else [])
+    result, failure, tail = run_child(str(Path(__file__).resolve()), argv, args.timeout)
+    if result is None:
+        reason = failure or "no result"
+        if "timeout" not in reason:
+            lines = [x for x in tail.strip().splitlines() if "Error" in x or "error" in x]
+            reason = (lines[-1] if lines else reason)[:120]
+        result = {"ms": f"error {reason}", "peak_mib": None}
+    return result
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="L = 8K and 32K only")
     ap.add_argument("--tune", action="store_true", help="also time several tilings at L = 32K")
@@ -242,48 +327,61 @@ def main():
     ap.add_argument("--tokens", type=int, default=65536)
     ap.add_argument("--lengths", default=None, help="comma-separated L values (default 8K,32K,128K,1M)")
     ap.add_argument("--ops", default=None, help="comma-separated substrings: time only the operators named so")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per row (each row is its own process)")
     ap.add_argument("--out", default=None)
-    args = ap.parse_args()
-    if not torch.cuda.is_available():
-        sys.exit("operators_lr.py needs CUDA")
-    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, D = {args.d}, tokens >= {args.tokens}")
-    results = {"device": torch.cuda.get_device_name(), "d": args.d, "rows": []}
-    if args.tune:
-        results["tune"] = [(c, f, b) for c, f, b in tune(args.d, tokens=args.tokens)]
+    ap.add_argument("--dry-run", action="store_true", help="CPU, D = 64, L = 256: the plumbing in seconds")
+    ap.add_argument("--child", choices=("row", "tune"), help=argparse.SUPPRESS)
+    ap.add_argument("--op", help=argparse.SUPPRESS)
+    ap.add_argument("--mode", help=argparse.SUPPRESS)
+    ap.add_argument("--json", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    global DEV
+    if args.dry_run:
+        DEV = "cpu"
+        if not args.child:  # a child gets its shapes from the parent
+            args.d, args.tokens, args.lengths = 64, 512, args.lengths or "256"
     lengths = [8192, 32768] if args.quick else [8192, 32768, 131072, 1 << 20]
     if args.lengths:
         lengths = [int(x) for x in args.lengths.split(",")]
+    args.lengths = lengths
+    if args.child:
+        result = row_child(args) if args.child == "row" else \
+            {"tune": [(c, f, b) for c, f, b in tune(args.d, tokens=args.tokens)]}
+        Path(args.json).write_text(json.dumps(result))
+        return
+    if DEV == "cuda" and not torch.cuda.is_available():
+        sys.exit("operators_lr.py needs CUDA (or --dry-run)")
+    # the parent never touches the GPU: a crashed child cannot poison its CUDA context
+    device = os.popen("nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null").read().strip() or DEV
+    print(f"# {device}, torch {torch.__version__}, D = {args.d}, tokens >= {args.tokens}, one process per row")
+    results = {"device": device, "d": args.d, "rows": []}
+    if args.tune:
+        tuned, failure, _ = run_child(str(Path(__file__).resolve()), ["--child", "tune", "--d", str(args.d),
+                                      "--tokens", str(args.tokens)], args.timeout)
+        results["tune"] = (tuned or {}).get("tune") or f"error {failure}"
+        for cfg, fwd, fb in results["tune"] if isinstance(results["tune"], list) else []:
+            print(f"tune {cfg}: fwd {fwd} ms, fwd+bwd {fb} ms", flush=True)
     for L in lengths:
         B = max(1, args.tokens // L)
-        for fns in (core_fns(B, L, args.d), full_fns(B, L, args.d)):
-            for name, make in fns.items():
-                if args.ops and not any(o in name for o in args.ops.split(",")):
+        for name in rows_of(L, B, args.d, args.ops):
+            for mode in ("fwd", "fwd+bwd"):
+                r = run_row(L, B, name, mode, args)
+                if r.get("skip"):
                     continue
-                for mode in ("fwd", "fwd+bwd"):
-                    try:
-                        f = make(mode)
-                        if f is None:
-                            continue
-                        ms, mem = bench(f, reps=3 if L >= 131072 else 5)
-                    except torch.OutOfMemoryError:  # while building the inputs or the module
-                        ms, mem = "OOM", None
-                    except Exception as e:  # a peer that fails is a row with its error, not the end of the run
-                        ms, mem = f"error {type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]}", None
-                    row = {"L": L, "B": B, "op": name, "mode": mode, "ms": ms, "peak_mib": mem}
-                    results["rows"].append(row)
-                    print(f"L={L:>8} B={B:>2} {name:<22} {mode:<8} "
-                          f"{ms if isinstance(ms, str) else f'{ms:9.2f} ms'} "
-                          f"{'' if mem is None else f'{mem:10.0f} MiB'}", flush=True)
-                    f = None
-                    torch.cuda.empty_cache()
+                ms, mem = r["ms"], r["peak_mib"]
+                results["rows"].append({"L": L, "B": B, "op": name, "mode": mode, "ms": ms, "peak_mib": mem})
+                print(f"L={L:>8} B={B:>2} {name:<22} {mode:<8} "
+                      f"{ms if isinstance(ms, str) else f'{ms:9.2f} ms'} "
+                      f"{'' if mem is None else f'{mem:10.0f} MiB'}", flush=True)
+                if args.out:  # rewritten after every row: a run cut short keeps what it measured
+                    Path(args.out).write_text(json.dumps(results, indent=1))
     print("\n| L | B | operator | mode | ms | peak MiB |\n|---|---|---|---|---|---|")
     for r in results["rows"]:
         ms = r["ms"] if isinstance(r["ms"], str) else f"{r['ms']:.2f}"
         mem = "" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
         print(f"| {r['L']} | {r['B']} | {r['op']} | {r['mode']} | {ms} | {mem} |")
     if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(results, fh, indent=1)
+        Path(args.out).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

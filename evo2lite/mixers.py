@@ -20,8 +20,8 @@ from .kernels.attention import apply_rotary_ref, attention, rotary_tables
 from .kernels.fftconv import fftconv
 from .kernels.fir import fir, fir_ref, next_tail
 from .kernels.hyena import hyena_conv, triton_available
-from .kernels.modal import (modal_conv, modal_filter_ref, modal_state_output_ref, modal_state_update_ref,
-                            resolve_backend as resolve_modal_backend)
+from .kernels.modal import (modal_conv, modal_filter_ref, modal_hyena, modal_state_output_ref,
+                            modal_state_update_ref, resolve_backend as resolve_modal_backend)
 
 
 BACKENDS = ("auto", "triton", "reference")
@@ -136,14 +136,16 @@ class ModalFilter(nn.Module):
 class HyenaMixer(nn.Module):
     """y = q * (h * (k v) [+ D k v]) after a bias-free input projection and a length-3 featurizer on all 3D
     channels, with q/k/v interleaved per channel (spec §2.4). SE and MR run featurizer-to-gate as one fused
-    Triton op on CUDA (kernels/hyena) unless `backend` is "reference". A chunk that continues a sequence
-    (carried FIR tails in `state`) runs fused too when it is longer than the filter's reach back (K +
-    featurizer_len - 2 positions): only those first outputs see the carried tails, and they are recomputed by
-    the reference ops from the tails; shorter chunks (decode steps) take the reference ops.
+    Triton op on CUDA (kernels/hyena) unless `backend` is "reference"; LR likewise (kernels/modal's
+    `modal_hyena`, which takes the carried featurizer tail and modal state, so any chunk runs fused). An SE/MR
+    chunk that continues a sequence (carried FIR tails in `state`) runs fused too when it is longer than the
+    filter's reach back (K + featurizer_len - 2 positions): only those first outputs see the carried tails,
+    and they are recomputed by the reference ops from the tails; shorter chunks (decode steps) take the
+    reference ops.
 
     `backend` is the one kernel switch of a Hyena block, set per module at call time (`set_backend` sets it on
-    every block of a model): "auto" (Triton on CUDA: the fused SE/MR op, LR's chunked modal kernel; on CPU the
-    reference ops and LR's chunked PyTorch form), "triton" (the kernels on any device: CPU only under
+    every block of a model): "auto" (Triton on CUDA: the fused SE/MR/LR ops; on CPU the reference ops and
+    LR's chunked PyTorch form), "triton" (the kernels on any device: CPU only under
     TRITON_INTERPRET=1) or "reference" (the plain PyTorch ops of the spec, LR by the FFT as vtx does)."""
 
     _backend = "auto"
@@ -180,6 +182,31 @@ class HyenaMixer(nn.Module):
             return False
         return self.backend == "triton" or triton_available(a_BLD)
 
+    def _fused_lr(self, a_BLD: torch.Tensor, state: dict | None) -> bool:
+        # Hyena-LR: featurizer, gates and the modal convolution as one op (kernels/modal) on any chunk: the
+        # carried featurizer tail and modal state go into the kernels. A state that carries a gradient (chunks
+        # trained through the reference path) keeps the reference ops, which differentiate through it.
+        if (self.backend == "reference" or type(self.featurizer) is not ShortFilter
+                or type_before_parametrizations(self.filter) is not ModalFilter
+                or self.featurizer.h.shape[1] != 3 or self.filter.log_poles.shape[1] != 16
+                or torch.compiler.is_compiling()):
+            return False
+        if state is not None and torch.is_grad_enabled() and any(
+                state.get(key) is not None and state[key].requires_grad for key in ("featurizer_tail", "sigma")):
+            return False
+        return self.backend == "triton" or triton_available(a_BLD)
+
+    def _lr_core(self, z_BLC: torch.Tensor, state: dict | None) -> torch.Tensor:
+        tail = state.get("featurizer_tail") if state is not None else None
+        sigma = state.get("sigma") if state is not None else None
+        out = modal_hyena(z_BLC, self.featurizer.h, self.filter.log_poles, self.filter.residues, self.filter.D,
+                          sigma, tail, return_state=state is not None, backend="triton")
+        if state is None:
+            return out
+        state["featurizer_tail"] = next_tail(z_BLC, tail, self.featurizer.h.shape[1])
+        state["sigma"] = out[1]
+        return out[0]
+
     def _reach(self) -> int:
         """Outputs of a chunk that depend on inputs before it: the filter's K - 1 pre-gates back, each of which
         reads featurizer_len - 1 projections further back."""
@@ -202,6 +229,8 @@ class HyenaMixer(nn.Module):
         state["filter_tail"] = next_tail(k_BWD * v_BWD, None, K)
 
     def forward(self, a_BLD: torch.Tensor, state: dict | None = None, position: int = 0) -> torch.Tensor:
+        if self._fused_lr(a_BLD, state):
+            return self.out_proj(self._lr_core(self.in_proj(a_BLD), state))
         if self._fused(a_BLD, state):
             z_BLC = self.in_proj(a_BLD)
             mr = type_before_parametrizations(self.filter) is MediumFilter

@@ -414,14 +414,34 @@ def _check(z_BLC, w_CF):
     assert z_BLC.is_contiguous() and w_CF.shape[1] == 3 and w_CF.dtype == torch.float32
 
 
-def hyena_conv_fwd(z_BLC, w_CF, h_GK, skip_D, BL, BD=None, num_warps=4, programs=None):
+def _variant(variant: str, NB: int) -> str:
+    """"split" (mr_triton.py: contiguous z tiles, de-interleaved on the tensor cores; filters spanning two
+    blocks, i.e. MR) or "gather" (the kernels here, stride-3 loads; SE until its own kernel lands)."""
+    if variant == "auto":
+        return "split" if NB == 3 else "gather"
+    if variant not in ("split", "gather") or (variant == "split" and NB != 3):
+        raise ValueError(f"variant {variant!r} with {NB} Toeplitz blocks")
+    return variant
+
+
+def hyena_conv_fwd(z_BLC, w_CF, h_GK, skip_D, BL, BD=None, num_warps=4, programs=None, variant="auto",
+                   h_in_loop=False, num_stages=None, prefetch=True):
     _check(z_BLC, w_CF)
     B, L, C = z_BLC.shape
     D, (G, K) = C // 3, h_GK.shape
-    GS, BD, TPG = _channel_tiles(D, G, BD)
+    split = _variant(variant, num_toeplitz_blocks(K, BL)) == "split"
+    GS, BD, TPG = _channel_tiles(D, G, BD or (16 if split else None))  # split: wider tiles overflow shared memory
     bps, nseg = _segments(triton.cdiv(L, BL), B * G * TPG, programs or _FWD_PROGRAMS)
     y_BLD = _empty(B, L, D, like=z_BLC)
     has_skip = skip_D is not None
+    if split:
+        from .mr_triton import _mr_fwd_kernel, split_layout, toeplitz_tiles
+        stages = {} if num_stages is None else dict(num_stages=num_stages)
+        _mr_fwd_kernel[(nseg, G * TPG, B)](
+            z_BLC, w_CF, toeplitz_tiles(h_GK, BL, z_BLC.dtype), skip_D if has_skip else h_GK, y_BLD,
+            L, C, D, GS, TPG, bps, BL=BL, BD=BD, **split_layout(GS, BD), HAS_SKIP=has_skip,
+            H_IN_LOOP=h_in_loop, PREC=_prec(z_BLC.dtype), PREFETCH=prefetch, num_warps=num_warps, **stages)
+        return y_BLD
     _hyena_fwd_kernel[(nseg, G * TPG, B)](
         z_BLC, w_CF, h_GK, skip_D if has_skip else h_GK, y_BLD, L, C, D, GS, TPG, bps,
         K=K, NB=num_toeplitz_blocks(K, BL), BL=BL, BD=BD, HAS_SKIP=has_skip, PREC=_prec(z_BLC.dtype),
@@ -429,21 +449,35 @@ def hyena_conv_fwd(z_BLC, w_CF, h_GK, skip_D, BL, BD=None, num_warps=4, programs
     return y_BLD
 
 
-def hyena_conv_bwd(dy_BLD, z_BLC, w_CF, h_GK, skip_D, BL, BD=None, num_warps=4, programs=None, BC=64, BL2=64):
+def hyena_conv_bwd(dy_BLD, z_BLC, w_CF, h_GK, skip_D, BL, BD=None, num_warps=None, programs=None, BC=64, BL2=64,
+                   variant="auto", h_in_loop=False, num_stages=None, two_pass=False, prefetch=True):
     _check(z_BLC, w_CF)
     B, L, C = z_BLC.shape
     D, (G, K) = C // 3, h_GK.shape
-    GS, BD, TPG = _channel_tiles(D, G, BD)
     NB = num_toeplitz_blocks(K, BL)
+    split = _variant(variant, NB) == "split"
+    GS, BD, TPG = _channel_tiles(D, G, BD or (16 if split else None))
     bps, nseg = _segments(triton.cdiv(L, BL), B * G * TPG, programs or _BWD_PROGRAMS)
     dev, has_skip = z_BLC.device, skip_D is not None
     dzf_BLC = _empty(B, L, C, like=z_BLC)
     dh_part = _empty(B * nseg * G * TPG, NB - 1, BL, BL, like=z_BLC, dtype=torch.float32)
     dskip_part = _empty(B * nseg, D, like=z_BLC, dtype=torch.float32) if has_skip else dh_part
-    _hyena_bwd_kernel[(nseg, G * TPG, B)](
-        z_BLC, w_CF, h_GK, skip_D if has_skip else h_GK, dy_BLD.contiguous(), dzf_BLC, dh_part, dskip_part,
-        L, C, D, GS, TPG, bps, nseg,
-        K=K, NB=NB, BL=BL, BD=BD, HAS_SKIP=has_skip, PREC=_prec(z_BLC.dtype), num_warps=num_warps)
+    num_warps = num_warps or (8 if split else 4)  # split: 8 warps halve the per-thread share of its 15 products
+    if split:
+        from .mr_triton import _mr_bwd_kernel, split_layout, toeplitz_tiles
+        stages = {} if num_stages is None else dict(num_stages=num_stages)
+        args = (z_BLC, w_CF, toeplitz_tiles(h_GK, BL, z_BLC.dtype), skip_D if has_skip else h_GK,
+                dy_BLD.contiguous(), dzf_BLC, dh_part, dskip_part, L, C, D, GS, TPG, bps, nseg)
+        for dz_dh in ([(True, False), (False, True)] if two_pass else [(True, True)]):
+            _mr_bwd_kernel[(nseg, G * TPG, B)](
+                *args, BL=BL, BD=BD, **split_layout(GS, BD), HAS_SKIP=has_skip, H_IN_LOOP=h_in_loop,
+                PREC=_prec(z_BLC.dtype), PREFETCH=prefetch, DO_DZ=dz_dh[0], DO_DH=dz_dh[1], num_warps=num_warps,
+                **stages)
+    else:
+        _hyena_bwd_kernel[(nseg, G * TPG, B)](
+            z_BLC, w_CF, h_GK, skip_D if has_skip else h_GK, dy_BLD.contiguous(), dzf_BLC, dh_part, dskip_part,
+            L, C, D, GS, TPG, bps, nseg,
+            K=K, NB=NB, BL=BL, BD=BD, HAS_SKIP=has_skip, PREC=_prec(z_BLC.dtype), num_warps=num_warps)
     # fold the partials: sum over programs of a group, then each entry onto its tap
     P_GPLL = dh_part.view(B * nseg, G, TPG, NB - 1, BL, BL).sum((0, 2))
     ar = torch.arange(BL, device=dev)

@@ -9,8 +9,8 @@ import importlib.util
 import torch
 
 from .chunked import modal_conv_chunked_ref
-from .reference import (modal_conv_ref, modal_filter_ref, modal_recurrence_ref, modal_state_output_ref,
-                        modal_state_update_ref)
+from .reference import (modal_conv_ref, modal_filter_ref, modal_hyena_ref, modal_recurrence_ref,
+                        modal_state_output_ref, modal_state_update_ref)
 
 BACKENDS = ("auto", "triton", "chunked", "reference")
 
@@ -68,5 +68,54 @@ def modal_conv(u_BLD: torch.Tensor, log_poles_DS: torch.Tensor, residues_DS: tor
     return (y_BLD, sigma_out) if return_state else y_BLD
 
 
+def modal_hyena(z_BLC: torch.Tensor, featurizer_CF: torch.Tensor, log_poles_DS: torch.Tensor,
+                residues_DS: torch.Tensor, D_D: torch.Tensor, sigma_BDS: torch.Tensor | None = None,
+                z_tail_B2C: torch.Tensor | None = None, *, return_state: bool = False, backend: str = "auto"):
+    """The whole Hyena-LR core from the projected features z (B, L, 3D): y = q^ * (h * u + D u), u = k^ v^,
+    featurizer and gates fused with the modal convolution (see `modal_hyena_ref` for the maths).
+
+    featurizer (3D, 3) per-channel taps, the last meeting the current row; log_poles, residues (D, S); D (D,).
+    A chunk that continues a sequence passes the state after the previous one: sigma (B, D, S) fp32 and
+    z_tail (B, 2, 3D), the previous chunk's last 2 rows of z (both constants for autograd). Returns y (B, L, D)
+    in z's dtype, and with return_state also the state sigma after z (B, D, S) fp32. Gradients flow to z,
+    featurizer, log_poles, residues and D. backend: "auto" (the fused Triton kernels on CUDA for S = 16,
+    else the unfused ops with the chunked form), "triton" (CPU only under TRITON_INTERPRET=1), "chunked", or
+    "reference" (the featurizer, the FFT modal convolution and the gates as separate ops: the spec)."""
+    if z_BLC.ndim != 3 or z_BLC.shape[-1] % 3:
+        raise ValueError(f"z must be (B, L, 3D), got shape {tuple(z_BLC.shape)}")
+    B, L, C = z_BLC.shape
+    D = C // 3
+    if featurizer_CF.shape != (C, 3):
+        raise ValueError(f"featurizer must be (3D, 3) = ({C}, 3), got {tuple(featurizer_CF.shape)}")
+    if z_tail_B2C is not None and z_tail_B2C.shape != (B, 2, C):
+        raise ValueError(f"z_tail must be ({B}, 2, {C}), got {tuple(z_tail_B2C.shape)}")
+    if log_poles_DS.ndim != 2 or log_poles_DS.shape[0] != D or residues_DS.shape != log_poles_DS.shape:
+        raise ValueError(f"log_poles and residues must both be (D={D}, S), got {tuple(log_poles_DS.shape)} "
+                         f"and {tuple(residues_DS.shape)}")
+    if D_D.shape != (D,):
+        raise ValueError(f"D must be ({D},), got {tuple(D_D.shape)}")
+    S = log_poles_DS.shape[1]
+    if sigma_BDS is not None and sigma_BDS.shape != (B, D, S):
+        raise ValueError(f"sigma must be ({B}, {D}, {S}), got {tuple(sigma_BDS.shape)}")
+    chosen = resolve_backend(backend, z_BLC, S)
+    if chosen != "triton" or L == 0:
+        def conv(u, lam, R, skip, sigma, with_state):
+            out = modal_conv(u, lam, R, skip, sigma, return_state=with_state,
+                             backend="reference" if chosen == "reference" else "chunked")
+            return out if with_state else (out, None)
+        y_BLD, sigma_out = modal_hyena_ref(z_BLC, featurizer_CF, log_poles_DS, residues_DS, D_D, sigma_BDS,
+                                           z_tail_B2C, conv=conv, with_state=return_state)
+        return (y_BLD, sigma_out) if return_state else y_BLD
+    if S != 16:
+        raise ValueError(f"modal_hyena's triton backend holds 16 states per channel, got S={S}")
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (sigma_BDS, z_tail_B2C)):
+        raise ValueError("modal_hyena's triton backend treats the state sigma and z_tail as constants: detach them")
+    from .fused import modal_hyena_triton
+    y_BLD, sigma_out = modal_hyena_triton(z_BLC, featurizer_CF, log_poles_DS, residues_DS, D_D, sigma_BDS,
+                                          z_tail_B2C)
+    return (y_BLD, sigma_out) if return_state else y_BLD
+
+
 __all__ = ["BACKENDS", "modal_conv", "modal_conv_chunked_ref", "modal_conv_ref", "modal_filter_ref",
-           "modal_recurrence_ref", "modal_state_output_ref", "modal_state_update_ref", "resolve_backend"]
+           "modal_hyena", "modal_hyena_ref", "modal_recurrence_ref", "modal_state_output_ref",
+           "modal_state_update_ref", "resolve_backend"]

@@ -87,3 +87,22 @@ def modal_conv_ref(u_BLD: torch.Tensor, log_poles_DS: torch.Tensor, residues_DS:
     with torch.no_grad():  # the state is for inference: no gradient through it
         sigma_out = modal_state_update_ref(sigma_BDS, u_BLD.detach(), log_poles_DS.detach())
     return y_BLD, sigma_out
+
+
+def modal_hyena_ref(z_BLC: torch.Tensor, featurizer_CF: torch.Tensor, log_poles_DS: torch.Tensor,
+                    residues_DS: torch.Tensor, D_D: torch.Tensor, sigma_BDS: torch.Tensor | None = None,
+                    z_tail_B2C: torch.Tensor | None = None, *, conv=None, with_state: bool = True
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The Hyena-LR core from the projected features z (B, L, 3D), as the model's reference path composes it
+    (spec §2.4 steps 3-5, §2.7): z^ = featurizer(z) continuing from the 2 rows z_tail before z (zeros if None),
+    channel 3c -> q, 3c+1 -> k, 3c+2 -> v, u = k v, s = h * u + D u continuing from sigma, y = q s.
+    conv: the modal convolution (default `modal_conv_ref`, the FFT). Returns (y (B, L, D) in z's dtype,
+    the state after z (B, D, S) fp32, or None without with_state)."""
+    from ..fir.reference import fir_ref
+
+    B, L, C = z_BLC.shape
+    zf_BLC = fir_ref(z_BLC, featurizer_CF, tail_BKC=z_tail_B2C, current_tap="last")  # (1) featurizer
+    q_BLD, k_BLD, v_BLD = zf_BLC.view(B, L, C // 3, 3).unbind(-1)                    # (2) interleaved split
+    s_BLD, sigma_out = (conv or modal_conv_ref)(k_BLD * v_BLD, log_poles_DS, residues_DS, D_D, sigma_BDS,
+                                                with_state=with_state)                # (3) pre-gate, (4) conv
+    return q_BLD * s_BLD.to(z_BLC.dtype), sigma_out                                    # (5) post-gate

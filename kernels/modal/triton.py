@@ -255,18 +255,26 @@ def _empty(like, *shape, dtype=torch.float32):
 def _chunk_states(x_BLD, lam_DS, sigma0_BDS, reverse, with_tau, cfg):
     """Passes 1-2: the state (and tau) entering every chunk, (B, N, D, S) fp32 each."""
     B, L, D = x_BLD.shape
-    S, T, CH, BD = lam_DS.shape[1], cfg["T"], cfg["CH"], cfg["BD"]
+
+    def pass1(grid, s_st, t_st, n_states):
+        _chunk_state[grid](x_BLD, lam_DS, s_st, t_st, L, D, n_states, REVERSE=reverse, WITH_TAU=with_tau,
+                           T=cfg["T"], CH=cfg["CH"], BD=cfg["BD"], num_warps=cfg["num_warps"])
+    return carried_states(x_BLD, B, L, D, lam_DS, sigma0_BDS, with_tau, cfg, pass1)
+
+
+def carried_states(like, B, L, D, lam_DS, sigma0_BDS, with_tau, cfg, pass1):
+    """Pass 1 (`pass1(grid, s, tau, n_states)` launches a `_chunk_state`-like kernel: the fused Hyena-LR op
+    computes u from z in its own) then pass 2: the state (and tau) entering every chunk, (B, N, D, S) fp32."""
+    S, CH, BD = lam_DS.shape[1], cfg["CH"], cfg["BD"]
     pC_DS = torch.exp(CH * lam_DS)
     N = triton.cdiv(L, CH)
     n_states = N - 1
-    s_st = _empty(x_BLD, B, max(n_states, 1), D, S)
-    t_st = _empty(x_BLD, B, max(n_states, 1), D, S) if with_tau else s_st
+    s_st = _empty(like, B, max(n_states, 1), D, S)
+    t_st = _empty(like, B, max(n_states, 1), D, S) if with_tau else s_st
     if n_states > 0:
-        _chunk_state[(n_states, triton.cdiv(D, BD), B)](
-            x_BLD, lam_DS, s_st, t_st, L, D, n_states, REVERSE=reverse, WITH_TAU=with_tau, T=T, CH=CH, BD=BD,
-            num_warps=cfg["num_warps"])
-    sig_in = _empty(x_BLD, B, N, D, S)
-    tau_in = _empty(x_BLD, B, N, D, S) if with_tau else sig_in
+        pass1((n_states, triton.cdiv(D, BD), B), s_st, t_st, n_states)
+    sig_in = _empty(like, B, N, D, S)
+    tau_in = _empty(like, B, N, D, S) if with_tau else sig_in
     sig0 = sigma0_BDS.float().contiguous() if sigma0_BDS is not None else pC_DS  # (unread if None)
     BLOCK = 256
     _chunk_scan[(triton.cdiv(D * S, BLOCK), B)](

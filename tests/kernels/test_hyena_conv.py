@@ -102,6 +102,39 @@ def test_gpu_other_block_lengths(K, BL, with_skip):
     _check([y, dz, dw, dh] + ([dskip] if with_skip else []), want[:5 if with_skip else 4], 1e-5)
 
 
+# MR kernels (issue #11): the stride-3 "gather" pair and the "split" pair (mr_triton.py) with their options
+# (prefetch on and off, one or two backward passes, Toeplitz tiles hoisted or re-read), on group sizes 16, 15,
+# 64, 1, several segments per row, with and without the skip term
+MR_VARIANTS = [
+    (1, 150, 32, 2, 128, 64, True, dict(variant="gather"), {}),
+    (2, 61, 30, 2, 20, 16, True, dict(variant="split", programs=8, prefetch=False), dict(two_pass=True)),
+    (1, 150, 64, 1, 128, 64, True, dict(variant="split", h_in_loop=True, programs=2), {}),
+    (1, 45, 4, 4, 20, 16, False, dict(variant="split"), dict(two_pass=True, h_in_loop=True)),
+]
+
+
+@pytest.mark.parametrize("B,L,D,G,K,BL,with_skip,opts,bwd_opts", MR_VARIANTS)
+def test_mr_variants_match_reference(B, L, D, G, K, BL, with_skip, opts, bwd_opts):
+    from evo2lite.kernels.hyena.triton import hyena_conv_bwd, hyena_conv_fwd
+
+    z, w, h, skip, dy = (t.to(DEV) for t in _inputs(B, L, D, G, K, True, seed=L + D + K))
+    leaves = [t.clone().requires_grad_() for t in (z, w, h, skip if with_skip else torch.zeros_like(skip))]
+    y_ref = hyena_conv_ref(*leaves, current_tap="first")
+    want = [y_ref] + list(torch.autograd.grad(y_ref, leaves, dy))
+    skip = skip if with_skip else None
+    got = [hyena_conv_fwd(z, w, h, skip, BL, **opts)] + list(hyena_conv_bwd(dy, z, w, h, skip, BL, **opts,
+                                                                             **bwd_opts))
+    _check(got[:5 if with_skip else 4], want[:5 if with_skip else 4], 1e-5)
+
+
+def test_split_variant_needs_three_blocks():
+    from evo2lite.kernels.hyena.triton import hyena_conv_fwd
+
+    z, w, h, _, _ = (t.to(DEV) if t is not None else None for t in _inputs(1, 20, 16, 1, 7, False, seed=1))
+    with pytest.raises(ValueError):
+        hyena_conv_fwd(z, w, h, None, 16, variant="split")
+
+
 def test_group_size_one_and_causality():
     # per-channel filters (G = D) and no position sees the future: perturb z at t, y before t is unchanged
     z, w, h, skip, _ = (t.to(DEV) for t in _inputs(1, 40, 4, 4, 128, True, seed=7))

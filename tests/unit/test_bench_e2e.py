@@ -1,7 +1,11 @@
 """The end-to-end benchmarks of issue #13 on tiny CPU shapes: benchmarks/e2e_h200.sh with E2E_DRY=1 runs
 train_step.py (every row measured, none failed, the long checkpointed step included), forward.py (evo2lite
-and vtx each in a subprocess, vtx through the test harness) and generate.py (the recompute baseline, vtx);
-plus train_step's out-of-memory row, generate's recompute timer and its vtx context."""
+and vtx each in a subprocess, vtx through the test harness), generate.py (the recompute baseline, vtx),
+score_vcf_gpu.py (score-vcf's engine against the official recipe on vtx, same weights and sites, the fp32
+check) and embed.py (the streamed embedding part, --stop-after); E2E_PARTS picks parts. Plus train_step's
+out-of-memory row, generate's recompute timer and its vtx context, the child-process runner the benchmarks
+share (a crashed or hung child is a result, not the end of the run) and operators_lr.py's one process per row.
+"""
 
 from __future__ import annotations
 
@@ -33,12 +37,12 @@ def e2e(tmp_path_factory):
 @pytest.mark.slow  # one ~1 min run of the whole script, shared by the tests that read it
 def test_e2e_script_runs_every_part_and_keeps_few_files(e2e):
     out, log = e2e
-    for part in ("train_step", "forward", "generate"):
+    for part in ("train_step", "forward", "generate", "score", "embed"):
         assert f"== {part}: exit 0" in log, log[-3000:]
-    # what comes back from the device machine: at most 8 files
+    # what comes back from the device machine: few files
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["e2e.log", "train_step.json", "train_step.md", "forward.json", "forward.md", "generate_bench.json",
-         "generate_bench.md"])
+         "generate_bench.md", "score_vcf_gpu.json", "score_vcf_gpu.md", "embed.json", "embed.md"])
 
 
 @pytest.mark.slow
@@ -129,3 +133,90 @@ def test_vtx_context_hides_cuda_only_on_cpu():
     with vtx_harness.vtx_context(torch.device("cpu")):
         assert torch.cuda.is_available is not real and not torch.cuda.is_available()
     assert torch.cuda.is_available is real
+
+
+@needs_vtx
+@pytest.mark.slow
+def test_score_vcf_dry_run_same_sites_same_scores(e2e):
+    out, _ = e2e
+    report = json.loads((out / "score_vcf_gpu.json").read_text())
+    ours, theirs = report["engines"]["evo2lite"], report["engines"]["vtx"]
+    for r in (ours, theirs):
+        assert "error" not in r and "exit" not in r, r.get("error") or r.get("exit")
+        assert r["sites"] >= 1 and r["variants_per_s"] > 0 and len(r["deltas"]) == r["sites"]
+    assert theirs["kernels"] is False  # CPU: vtx's CUDA kernels off
+    # same random weights, same sites: score-vcf's shared-prefix engine and the full-window recipe agree
+    check = report["fp32_check"]
+    assert check["sites"] == 2 and check["ok"] and check["max_abs_diff"] <= 1e-3 * max(1.0, check["delta_scale"])
+    assert report["agreement"]["max_abs_diff"] <= 1e-3 * max(1.0, report["agreement"]["delta_scale"])
+    assert check["delta_scale"] > 1e-3  # the deltas are not all zero
+    table = (out / "score_vcf_gpu.md").read_text()
+    assert "| evo2lite | 4 |" in table and "PASS" in table
+
+
+@pytest.mark.slow
+def test_embed_dry_run_streams_the_whole_sequence(e2e):
+    out, _ = e2e
+    rows = json.loads((out / "embed.json").read_text())["stream"]["rows"]
+    assert [(r["length"], r["status"]) for r in rows] == [(4096, "ok")] and rows[0]["finite"]
+
+
+@pytest.mark.slow
+def test_e2e_parts_choose_what_runs(tmp_path):
+    script, env = ["bash", str(ROOT / "benchmarks" / "e2e_h200.sh")], {**ENV, "E2E_DRY": "1", "OUT": str(tmp_path)}
+    bad = subprocess.run(script, capture_output=True, text=True, timeout=120,
+                         env={**env, "E2E_PARTS": "forward,nonsense"})
+    assert bad.returncode == 2 and "unknown part nonsense" in bad.stdout + bad.stderr
+    run = subprocess.run(script, capture_output=True, text=True, timeout=300, env={**env, "E2E_PARTS": "embed"})
+    assert run.returncode == 0 and "== embed: exit 0" in run.stdout, run.stdout[-3000:]
+    assert "== train_step: not in E2E_PARTS" in run.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e2e.log", "embed.json", "embed.md"]
+
+
+def test_embed_stop_after_cuts_with_the_rate_so_far(monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import embed
+    from evo2lite.config import PRESETS
+
+    model = embed.build_model(PRESETS["debug"], "cpu", torch.float32)
+    row = embed.measure(model, embed.random_dna(4096, 0), "cpu", layer="final", chunk=256, pool=None, stop_after=0.0)
+    assert row["status"].startswith("cut by --stop-after") and row["bases_done"] == 256  # after the first chunk
+    assert row["bases_per_s"] > 0
+    assert embed.measure(model, embed.random_dna(600, 0), "cpu", layer="final", chunk=256, pool=None,
+                         stop_after=1e9)["status"] == "ok"
+
+
+def _common_module():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _common
+
+    return _common
+
+
+def test_run_child_keeps_what_a_crashed_child_saved(tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text("import json, os, sys, time\n"
+                      "path = sys.argv[sys.argv.index('--json') + 1]\n"
+                      "open(path, 'w').write(json.dumps({'rows': [1]}))\n"
+                      "print('RuntimeError: CUDA error: an illegal memory access was encountered', file=sys.stderr)\n"
+                      "sys.stderr.flush()\n"
+                      "os.abort() if sys.argv[1] == 'crash' else time.sleep(60)\n")
+    result, failure, tail = _common_module().run_child(str(script), ["crash"], timeout=60)
+    assert result == {"rows": [1]} and failure.startswith("exit -6") and "illegal memory access" in tail
+    result, failure, _ = _common_module().run_child(str(script), ["hang"], timeout=2)
+    assert result == {"rows": [1]} and failure == "timeout after 2 s"
+
+
+@needs_vtx
+@pytest.mark.slow
+def test_operators_lr_rows_in_child_processes_an_error_row_and_the_table_goes_on(tmp_path):
+    out = tmp_path / "lr.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "operators_lr.py"), "--dry-run", "--ops",
+                          "hcl,sdpa", "--out", str(out)], capture_output=True, text=True, timeout=300, env=ENV)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = {(r["op"], r["mode"]): r["ms"] for r in json.loads(out.read_text())["rows"]}
+    # vtx's HCL kernel needs a GPU (and has no backward): one error row; SDPA after it is measured
+    assert set(rows) == {("vtx hcl triton", "fwd"), ("sdpa causal", "fwd"), ("sdpa causal", "fwd+bwd")}
+    assert str(rows[("vtx hcl triton", "fwd")]).startswith("error")
+    assert rows[("sdpa causal", "fwd")] > 0 and rows[("sdpa causal", "fwd+bwd")] > 0
+    assert "| 256 | 2 | sdpa causal | fwd+bwd |" in run.stdout
