@@ -383,8 +383,11 @@ def _empty(*shape, like, dtype=None):
 
 
 # programs to aim for: enough to hide each program's serial chain of blocks; the backward writes one or two
-# (BL x BL) fp32 partials per program, so it aims lower
+# (BL x BL) fp32 partials per program, so it aims lower. The split kernels' figures are the best of the H200
+# sweep (benchmarks/operators.py --sweep-only --sweep-ops mr: forward 1.71 ms at 4K programs, backward 8.8 ms
+# in two passes at 16K programs and 4 warps, against 10.5-13.9 ms in one pass)
 _FWD_PROGRAMS, _BWD_PROGRAMS = 16384, 8192
+_SPLIT_FWD_PROGRAMS, _SPLIT_BWD_PROGRAMS = 4096, 16384
 
 
 def _segments(num_blocks: int, other_programs: int, target: int) -> tuple[int, int]:
@@ -431,7 +434,8 @@ def hyena_conv_fwd(z_BLC, w_CF, h_GK, skip_D, BL, BD=None, num_warps=4, programs
     D, (G, K) = C // 3, h_GK.shape
     split = _variant(variant, num_toeplitz_blocks(K, BL)) == "split"
     GS, BD, TPG = _channel_tiles(D, G, BD or (16 if split else None))  # split: wider tiles overflow shared memory
-    bps, nseg = _segments(triton.cdiv(L, BL), B * G * TPG, programs or _FWD_PROGRAMS)
+    bps, nseg = _segments(triton.cdiv(L, BL), B * G * TPG,
+                          programs or (_SPLIT_FWD_PROGRAMS if split else _FWD_PROGRAMS))
     y_BLD = _empty(B, L, D, like=z_BLC)
     has_skip = skip_D is not None
     if split:
@@ -449,20 +453,20 @@ def hyena_conv_fwd(z_BLC, w_CF, h_GK, skip_D, BL, BD=None, num_warps=4, programs
     return y_BLD
 
 
-def hyena_conv_bwd(dy_BLD, z_BLC, w_CF, h_GK, skip_D, BL, BD=None, num_warps=None, programs=None, BC=64, BL2=64,
-                   variant="auto", h_in_loop=False, num_stages=None, two_pass=False, prefetch=True):
+def hyena_conv_bwd(dy_BLD, z_BLC, w_CF, h_GK, skip_D, BL, BD=None, num_warps=4, programs=None, BC=64, BL2=64,
+                   variant="auto", h_in_loop=False, num_stages=None, two_pass=True, prefetch=True):
     _check(z_BLC, w_CF)
     B, L, C = z_BLC.shape
     D, (G, K) = C // 3, h_GK.shape
     NB = num_toeplitz_blocks(K, BL)
     split = _variant(variant, NB) == "split"
     GS, BD, TPG = _channel_tiles(D, G, BD or (16 if split else None))
-    bps, nseg = _segments(triton.cdiv(L, BL), B * G * TPG, programs or _BWD_PROGRAMS)
+    bps, nseg = _segments(triton.cdiv(L, BL), B * G * TPG,
+                          programs or (_SPLIT_BWD_PROGRAMS if split else _BWD_PROGRAMS))
     dev, has_skip = z_BLC.device, skip_D is not None
     dzf_BLC = _empty(B, L, C, like=z_BLC)
     dh_part = _empty(B * nseg * G * TPG, NB - 1, BL, BL, like=z_BLC, dtype=torch.float32)
     dskip_part = _empty(B * nseg, D, like=z_BLC, dtype=torch.float32) if has_skip else dh_part
-    num_warps = num_warps or (8 if split else 4)  # split: 8 warps halve the per-thread share of its 15 products
     if split:
         from .mr_triton import _mr_bwd_kernel, split_layout, toeplitz_tiles
         stages = {} if num_stages is None else dict(num_stages=num_stages)
