@@ -97,14 +97,6 @@ def hyena_rows(kind, B, L, D, G):
     for backend in ("triton", "reference"):
         f = (lambda be=backend: hyena_conv(z, w, h, skip, current_tap=tap, backend=be))
         rows.append((f"{name} core, ours ({backend})", "core", f, fwd_bwd(f, [z] + params, dy)))
-    if not mr:  # the experimental tensor-core-free SE path (kernels called directly), two tile shapes
-        from evo2lite.kernels.hyena.triton import se_direct_bwd, se_direct_fwd
-        zd, wd, hd = z.detach(), w.detach().contiguous(), h.detach()
-        for bl, bd in ((32, 64), (64, 128)):
-            f = (lambda bl=bl, bd=bd: se_direct_fwd(zd, wd, hd, BL=bl, BD=bd))
-            fb = (lambda bl=bl, bd=bd: (se_direct_fwd(zd, wd, hd, BL=bl, BD=bd),
-                                        se_direct_bwd(dy, zd, wd, hd, BL=bl, BD=bd)))
-            rows.append((f"SE core, ours direct FMA (experimental, {bl}x{bd} tiles)", "core", f, fb))
     # full operator: in-projection, fused core, out-projection
     x = rnd(B, L, D)
     w_in, w_out = rnd(3 * D, D, scale=D ** -0.5), rnd(D, D, scale=D ** -0.5)

@@ -241,16 +241,18 @@ def test_chunked_prefill_runs_fused_and_continues_exactly(kind, monkeypatch):
         torch.testing.assert_close(state[key], state_r[key], rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("D,G", [(32, 2), (30, 2), (8, 8)])  # group sizes 16, 15, 1
-def test_experimental_se_direct(D, G):
-    # the experimental tensor-core-free SE path (benchmark comparison only): forward and every gradient
-    from evo2lite.kernels.hyena.triton import se_direct_bwd, se_direct_fwd
+@pytest.mark.parametrize("D,G,K,seg,BD", [(32, 2, 7, 8, 16), (30, 2, 7, 12, 16), (8, 8, 7, None, 4),
+                                          (24, 3, 3, 16, 8)])  # group sizes 16, 15, 1, 8; short filter
+def test_se_kernel_segments_and_tiles(D, G, K, seg, BD):
+    # the SE kernel's launch parameters: several segments per row (warm-up and look-ahead rows at each seam),
+    # partial channel tiles, filters shorter than 7 taps; forward and every gradient
+    from evo2lite.kernels.hyena.se_triton import se_conv_bwd, se_conv_fwd
 
-    z, w, h, _, dy = (t.to(DEV) if t is not None else None for t in _inputs(2, 45, D, G, 7, False, seed=D))
+    z, w, h, _, dy = (t.to(DEV) if t is not None else None for t in _inputs(2, 45, D, G, K, False, seed=D + K))
     leaves = [t.clone().requires_grad_() for t in (z, w, h)]
     want = hyena_conv_ref(*leaves, current_tap="last")
     want = [want] + list(torch.autograd.grad(want, leaves, dy))
-    got = [se_direct_fwd(z, w, h, BL=16, BD=16)] + list(se_direct_bwd(dy, z, w, h, BL=16, BD=16))
+    got = [se_conv_fwd(z, w, h, BD=BD, seg=seg)] + list(se_conv_bwd(dy, z, w, h, BD=BD, seg=seg))
     _check(got, want, 1e-5)
 
 
