@@ -27,6 +27,19 @@ def resolve_backend(backend: str, u_BLD: torch.Tensor, state_size: int) -> str:
     return "chunked"
 
 
+def _check_filter(B: int, D: int, log_poles_DS, residues_DS, D_D, sigma_BDS) -> int:
+    """The modal filter's shapes against B and D (ValueError otherwise); returns S, the states per channel."""
+    if log_poles_DS.ndim != 2 or log_poles_DS.shape[0] != D or residues_DS.shape != log_poles_DS.shape:
+        raise ValueError(f"log_poles and residues must both be (D={D}, S), got {tuple(log_poles_DS.shape)} "
+                         f"and {tuple(residues_DS.shape)}")
+    if D_D.shape != (D,):
+        raise ValueError(f"D must be ({D},), got {tuple(D_D.shape)}")
+    S = log_poles_DS.shape[1]
+    if sigma_BDS is not None and sigma_BDS.shape != (B, D, S):
+        raise ValueError(f"sigma must be ({B}, {D}, {S}), got {tuple(sigma_BDS.shape)}")
+    return S
+
+
 def modal_conv(u_BLD: torch.Tensor, log_poles_DS: torch.Tensor, residues_DS: torch.Tensor,
                D_D: torch.Tensor, sigma_BDS: torch.Tensor | None = None, *, return_state: bool = False,
                backend: str = "auto"):
@@ -39,14 +52,7 @@ def modal_conv(u_BLD: torch.Tensor, log_poles_DS: torch.Tensor, residues_DS: tor
     if u_BLD.ndim != 3:
         raise ValueError(f"u must be (B, L, D), got shape {tuple(u_BLD.shape)}")
     B, L, D = u_BLD.shape
-    if log_poles_DS.ndim != 2 or log_poles_DS.shape[0] != D or residues_DS.shape != log_poles_DS.shape:
-        raise ValueError(f"log_poles and residues must both be (D={D}, S), got {tuple(log_poles_DS.shape)} "
-                         f"and {tuple(residues_DS.shape)}")
-    if D_D.shape != (D,):
-        raise ValueError(f"D must be ({D},), got {tuple(D_D.shape)}")
-    S = log_poles_DS.shape[1]
-    if sigma_BDS is not None and sigma_BDS.shape != (B, D, S):
-        raise ValueError(f"sigma must be ({B}, {D}, {S}), got {tuple(sigma_BDS.shape)}")
+    S = _check_filter(B, D, log_poles_DS, residues_DS, D_D, sigma_BDS)
     chosen = resolve_backend(backend, u_BLD, S)
     if L == 0:  # nothing to convolve: the state passes through unchanged
         y_BLD = u_BLD.new_zeros(B, 0, D, dtype=torch.float32)
@@ -89,14 +95,7 @@ def modal_hyena(z_BLC: torch.Tensor, featurizer_CF: torch.Tensor, log_poles_DS: 
         raise ValueError(f"featurizer must be (3D, 3) = ({C}, 3), got {tuple(featurizer_CF.shape)}")
     if z_tail_B2C is not None and z_tail_B2C.shape != (B, 2, C):
         raise ValueError(f"z_tail must be ({B}, 2, {C}), got {tuple(z_tail_B2C.shape)}")
-    if log_poles_DS.ndim != 2 or log_poles_DS.shape[0] != D or residues_DS.shape != log_poles_DS.shape:
-        raise ValueError(f"log_poles and residues must both be (D={D}, S), got {tuple(log_poles_DS.shape)} "
-                         f"and {tuple(residues_DS.shape)}")
-    if D_D.shape != (D,):
-        raise ValueError(f"D must be ({D},), got {tuple(D_D.shape)}")
-    S = log_poles_DS.shape[1]
-    if sigma_BDS is not None and sigma_BDS.shape != (B, D, S):
-        raise ValueError(f"sigma must be ({B}, {D}, {S}), got {tuple(sigma_BDS.shape)}")
+    S = _check_filter(B, D, log_poles_DS, residues_DS, D_D, sigma_BDS)
     chosen = resolve_backend(backend, z_BLC, S)
     if chosen != "triton" or L == 0:
         def conv(u, lam, R, skip, sigma, with_state):
