@@ -42,6 +42,15 @@ def default_out() -> str:
     return os.environ.get("OUT") or str(ROOT / "benchmarks" / "out")
 
 
+def default_device_dtype(args) -> None:
+    """Fill --device (cuda when there is one) and --dtype (bf16 on CUDA, fp32 on the CPU) where not given."""
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+
+
 def parse_length(text: str) -> int:
     """'8k' -> 8192, '1m' -> 1048576, '1.5k' -> 1536, '777' -> 777."""
     text = text.strip().lower()

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import default_out, human, parse_length
+from _common import default_device_dtype, default_out, human, parse_length
 
 ENGINES = ("evo2lite", "vtx")
 
@@ -201,11 +201,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.dry_run:
         args.device, args.model, args.lengths, args.reps, args.timeout = "cpu", "cpu_small", "256,512", 1, 120.0
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    default_device_dtype(args)
     if args.child:
         child(args)
         return 0

@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import default_out, run_child
+from _common import default_device_dtype, default_out, run_child
 
 ENGINES = ("evo2lite", "vtx")
 CONTIG = "chrB"
@@ -355,11 +355,7 @@ def main(argv=None) -> int:
     if args.dry_run:
         args.device, args.model, args.window, args.sites, args.batch = "cpu", "cpu_small", 256, 8, 4
         args.vtx_batch = 4
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    default_device_dtype(args)
     if args.child:
         child(args)
         return 0
