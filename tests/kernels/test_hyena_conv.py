@@ -7,7 +7,6 @@ import os
 
 import pytest
 import torch
-from helpers import assert_bf16_within_2x_torch
 
 from evo2lite.kernels.hyena import hyena_conv, hyena_conv_ref
 
@@ -80,7 +79,10 @@ def test_gpu_fp32_and_bf16(group_size, mr):
     _check(_run(*inputs, torch.float32, "triton"), ref32, 1e-5)
     # bf16: at most 2x plain PyTorch's own bf16 error against fp32, plus a small floor
     got, ref16 = _run(*inputs, torch.bfloat16, "triton"), _run(*inputs, torch.bfloat16, "reference")
-    assert_bf16_within_2x_torch(("y", "dz", "dw", "dh", "dD"), got, ref16, ref32)
+    for name, a, b, r in zip(("y", "dz", "dw", "dh", "dD"), got, ref16, ref32):
+        assert torch.isfinite(a).all(), name
+        scale = r.abs().max().item()
+        assert (a - r).abs().max() <= 2 * (b - r).abs().max() + 1e-3 * scale, name
 
 
 @gpu

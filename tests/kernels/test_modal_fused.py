@@ -10,7 +10,6 @@ import os
 
 import pytest
 import torch
-from helpers import assert_bf16_within_2x_torch
 
 from evo2lite.kernels.modal import modal_hyena
 
@@ -154,7 +153,10 @@ def test_gpu_default_tiling_and_bf16():
     ref32 = _run(*inputs, "reference")
     _check(_run(*inputs, "triton"), ref32, 3e-5)
     got, ref16 = _run(*inputs, "triton", torch.bfloat16), _run(*inputs, "reference", torch.bfloat16)
-    assert_bf16_within_2x_torch(NAMES, got, ref16, ref32)
+    for name, a, b, r in zip(NAMES, got, ref16, ref32):
+        assert torch.isfinite(a).all(), name
+        scale = r.abs().max().item()
+        assert (a - r).abs().max() <= 2 * (b - r).abs().max() + 1e-3 * scale, name
 
 
 @gpu

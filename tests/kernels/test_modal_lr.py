@@ -8,7 +8,6 @@ import os
 
 import pytest
 import torch
-from helpers import assert_bf16_within_2x_torch
 
 from evo2lite.kernels.modal import modal_conv
 
@@ -183,7 +182,10 @@ def test_gpu_fp32_long_and_bf16(L):
     ref32 = _run(*inputs, "reference")
     _check(_run(*inputs, "triton"), ref32, 3e-5)  # measured 1.1e-5 of scale at L = 1999 on the H200
     got, ref16 = _run(*inputs, "triton", torch.bfloat16), _run(*inputs, "reference", torch.bfloat16)
-    assert_bf16_within_2x_torch(NAMES, got, ref16, ref32)
+    for name, a, b, r in zip(NAMES, got, ref16, ref32):
+        assert torch.isfinite(a).all(), name
+        scale = r.abs().max().item()
+        assert (a - r).abs().max() <= 2 * (b - r).abs().max() + 1e-3 * scale, name
 
 
 @gpu
