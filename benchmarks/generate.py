@@ -238,6 +238,8 @@ def bench_length(model, L: int, args) -> dict:
                 r["graph_split_ms"], _ = time_decoder(dec, tokens, steps, warm)
             except Exception as exc:  # noqa: BLE001
                 r["graph_split_error"] = err(exc)
+    if args.step_backends != ["auto"]:  # the same decode with each Hyena step backend, side by side
+        time_step_backends(model, state, L, ids, cap, args, r)
     # the generation loop as the app runs it: decode step + sampling + host transfer per token
     try:
         dec = Decoder(model, state, capacity=cap, cuda_graph=device.type == "cuda" and args.graph)
@@ -273,6 +275,29 @@ def bench_length(model, L: int, args) -> dict:
         if "recompute_ms" in r:
             r["speedup_vs_recompute"] = r["recompute_ms"] / best
     return r
+
+
+def time_step_backends(model, state, L: int, ids, cap: int, args, r: dict) -> None:
+    """Decode ms/token (CUDA graph on CUDA unless --no-graph, else eager) for each --step-backend, and the
+    largest logit difference of its first 4 steps against the eager reference-step decoder."""
+    device = model.device
+    graph = device.type == "cuda" and args.graph
+    r["step_backend_ms"], r["step_backend_maxdiff"] = {}, {}
+    try:
+        check = Decoder(model, state, capacity=cap, cuda_graph=False, step_backend="reference")
+        want = [check.step(ids[:, L]).float().clone() for _ in range(4)]
+    except Exception as exc:  # noqa: BLE001
+        r["step_backend_check_error"] = err(exc)
+        return
+    for backend in args.step_backends:
+        try:
+            dec = Decoder(model, state, capacity=cap, cuda_graph=graph, step_backend=backend)
+            got = [dec.step(ids[:, L]).float().clone() for _ in range(4)]
+            r["step_backend_maxdiff"][backend] = max(float((a - b).abs().max()) for a, b in zip(want, got))
+            dec = Decoder(model, state, capacity=cap, cuda_graph=graph, step_backend=backend)
+            r["step_backend_ms"][backend], _ = time_decoder(dec, ids[:, L], args.steps, args.warmup)
+        except Exception as exc:  # noqa: BLE001
+            r[f"step_backend_{backend}_error"] = err(exc)
 
 
 @torch.inference_mode()
@@ -487,6 +512,15 @@ def markdown(report: dict) -> str:
                 notes = (notes + "; " if notes else "") + (f"compile {r['compile_s']:.0f} s, compiled vs eager max "
                                                            f"abs dlogit {r.get('compiled_vs_eager_maxdiff', 0):.2g}")
             lines.append("| " + " | ".join(fmt(r.get(k)) for k, _ in cols) + f" | {notes} |")
+        by_backend = [r for r in rows if r.get("step_backend_ms")]
+        if by_backend:
+            lines += ["", "Decode by Hyena step backend (`--step-backend`; CUDA graph on CUDA), ms per token, and "
+                      "the max abs logit difference of 4 steps against eager reference steps:", "",
+                      "| prompt | step backend | ms/tok | max abs dlogit |", "|---|---|---|---|"]
+            for r in by_backend:
+                for b, ms in r["step_backend_ms"].items():
+                    lines.append(f"| {r['length']} | {b} | {fmt(ms)} | {fmt(r['step_backend_maxdiff'].get(b), '.2g')} |")
+            lines.append("")
         kinds = [r for r in rows if "eager_ms_by_kind" in r]
         if kinds:
             lines += ["", "Eager decode time per block kind (ms per token, all blocks of the kind; includes "
@@ -541,6 +575,7 @@ def print_row(tag: str, r: dict) -> None:
     keys = ("prefill_s", "eager_ms", "graph_ms", "graph_split_ms", "compiled_ms", "sampling_loop_ms", "decode_ms", "recompute_ms",
             "speedup_vs_recompute")
     parts = [f"{k}={fmt(r[k])}" for k in keys if k in r]
+    parts += [f"step_{b}_ms={fmt(ms)}" for b, ms in r.get("step_backend_ms", {}).items()]
     parts += [f"{k}={v}" for k, v in r.items() if k.endswith("error")]
     print(f"[{elapsed():6.0f}s] {tag} L={r.get('length')}: " + " ".join(parts), flush=True)
 
@@ -568,6 +603,9 @@ def parse_args(argv=None):
     p.add_argument("--compile-lengths", default=None,
                    help="lengths at which to time torch.compile + graph on the first model, at the end "
                         "(default: 8192 on CUDA, none on CPU)")
+    p.add_argument("--step-backend", dest="step_backends", default="auto",
+                   help="comma list of Hyena step backends (auto, triton, reference): besides the default "
+                        "path, time the decode with each in the same run (e.g. reference,triton)")
     p.add_argument("--no-vtx", dest="vtx", action="store_false", help="skip vtx")
     p.add_argument("--vtx-lengths", default=None, help="default: the --lengths")
     p.add_argument("--long-prefill", type=int, default=None,
@@ -585,6 +623,9 @@ def parse_args(argv=None):
     args.compile_lengths = [int(x) for x in (args.compile_lengths or ("8192" if cuda else "")).split(",") if x]
     args.long_prefill = (1 << 20 if cuda else 0) if args.long_prefill is None else args.long_prefill
     args.dtype = args.dtype or ("bfloat16" if cuda else "float32")
+    args.step_backends = args.step_backends.split(",")
+    if not set(args.step_backends) <= {"auto", "triton", "reference"}:
+        raise SystemExit(f"--step-backend: use auto, triton or reference, got {','.join(args.step_backends)}")
     return args
 
 

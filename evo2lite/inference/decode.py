@@ -14,6 +14,8 @@ once as a CUDA graph and replayed per token. Rows may sit at different positions
 length decode together); the Hyena blocks do not depend on the position at all, so their cost per token
 is flat in the context, and only attention reads a cache that grows with it. The maths follows the
 model's own mixers operation by operation (same dtypes and casts), so decoding equals `model.forward`.
+A Hyena block's core between its projections is one `hyena_step` (kernels/hyena/step.py): on CUDA a
+single fused Triton kernel per block and token.
 
 Legend: B batch, D d_model, C = 3D projection channels, K filter length, S poles, H heads, E head size,
 T = capacity (KV slots), V vocabulary.
@@ -27,6 +29,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..kernels.hyena.step import hyena_step
 from .engine import KV_ALIGN, _round_up, is_prefix_view
 from .state import InferenceState
 
@@ -47,7 +50,9 @@ class Decoder:
     cuda_graph: "auto" (on CUDA), True or False. compile: run the step through torch.compile first
     (fuses the small element-wise operations; the result is captured in the CUDA graph as well).
     attention: "sdpa" (fused masked attention over the capacity) or "split" (the keys split into
-    blocks that run in parallel: flash-decoding in plain ops, for long contexts).
+    blocks that run in parallel: flash-decoding in plain ops, for long contexts). step_backend: the
+    Hyena blocks' core between the projections, `hyena_step`'s backend: "auto" is the fused Triton kernel
+    on CUDA (one launch per block instead of ~15), except under compile, which fuses the plain ops itself.
 
     The decoder copies the small recurrent states; it adopts a single state's KV buffer instead of
     copying it when it can (one state, all rows in order, enough capacity; a larger buffer raises the
@@ -56,10 +61,13 @@ class Decoder:
 
     def __init__(self, model, parts: InferenceState | Sequence[tuple[InferenceState, Sequence[int]]], *,
                  capacity: int, cuda_graph: bool | str = "auto", compile: bool = False,
-                 attention: str = "sdpa") -> None:
+                 attention: str = "sdpa", step_backend: str = "auto") -> None:
         if attention not in ("sdpa", "split"):
             raise ValueError(f"attention must be 'sdpa' or 'split', got {attention!r}")
+        if step_backend not in ("auto", "triton", "reference"):
+            raise ValueError(f"step_backend must be 'auto', 'triton' or 'reference', got {step_backend!r}")
         self.attention = attention
+        self.step_backend = "reference" if compile and step_backend == "auto" else step_backend
         if isinstance(parts, InferenceState):
             parts = [(parts, list(range(parts.batch_size)))]
         parts = [(state, [int(r) for r in rows]) for state, rows in parts]
@@ -172,26 +180,13 @@ class Decoder:
     # --- the step ----------------------------------------------------------------------------------
     def _hyena(self, i: int, block, a_B1D: torch.Tensor) -> torch.Tensor:
         mixer, prm, buf = block.mixer, self.params[i], self.buffers[i]
-        B, _, D = a_B1D.shape
-        dt = a_B1D.dtype
         z_BC = mixer.in_proj(a_B1D)[:, 0]
-        win_BKC = torch.cat([buf["featurizer_tail"], z_BC[:, None]], dim=1)
-        zf_BC = (win_BKC.float() * prm["featurizer_KC"]).sum(1).to(dt)
-        buf["featurizer_tail"].copy_(win_BKC[:, 1:])
-        q_BD, k_BD, v_BD = zf_BC.view(B, D, 3).unbind(-1)  # channel 3c -> q, 3c+1 -> k, 3c+2 -> v
-        u_BD = k_BD * v_BD
-        if block.kind == "L":
-            sigma = buf["sigma"]
-            sigma.mul_(prm["poles_DS"]).add_(u_BD.float()[:, :, None])
-            s_BD = ((sigma * prm["residues_DS"]).sum(-1) + prm["skip_D"] * u_BD.float()).to(dt)
-        else:
-            win_BKD = torch.cat([buf["filter_tail"], u_BD[:, None]], dim=1)
-            s_BD = (win_BKD.float() * prm["filter_KD"]).sum(1)
-            buf["filter_tail"].copy_(win_BKD[:, 1:])
-            if block.kind == "M":
-                s_BD = s_BD + prm["skip_D"] * u_BD.float()
-            s_BD = s_BD.to(dt)
-        return mixer.out_proj((q_BD * s_BD)[:, None])
+        # featurizer, gates and filter (or modal state) of one token; the tails and sigma advance in place
+        y_BD = hyena_step(z_BC, buf["featurizer_tail"], prm["featurizer_KC"], kind=block.kind,
+                          filter_tail_BKD=buf.get("filter_tail"), filter_KD=prm.get("filter_KD"),
+                          sigma_BDS=buf.get("sigma"), poles_DS=prm.get("poles_DS"),
+                          residues_DS=prm.get("residues_DS"), skip_D=prm.get("skip_D"), backend=self.step_backend)
+        return mixer.out_proj(y_BD[:, None])
 
     def _attention(self, i: int, block, a_B1D: torch.Tensor) -> torch.Tensor:
         buf, pos_B = self.buffers[i], self.positions
