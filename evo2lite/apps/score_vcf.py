@@ -124,6 +124,24 @@ def _window(model, requested: int | None) -> int:
     return scoring_window(model, requested, "--window")
 
 
+# Windows x window x d_model per forward on a GPU when --batch-size is not given: 2 windows of 8,192 at
+# evo2_7b's width 4,096. Measured on one H200 (benchmarks/score_vcf_gpu.py, RESULTS.md): 1.45 variants/s at
+# a 19.8 GiB peak, against 1.50 at 72.4 GiB with 16 windows and 1.09 at 16.2 GiB with 1.
+_GPU_BATCH_ELEMENTS = 2 * 8192 * 4096
+CPU_BATCH_SIZE = 16
+
+
+def _batch_size(model, window: int, requested: int | None) -> int:
+    """--batch-size, or its default: 16 windows on a CPU; on a GPU as many as keep batch x window x width
+    within _GPU_BATCH_ELEMENTS (1 to 16), so that activations stay a fraction of the weights' memory."""
+    if requested is not None:
+        return requested
+    if model.device.type == "cpu":
+        return CPU_BATCH_SIZE
+    fits = _GPU_BATCH_ELEMENTS // (window * model.config.d_model)
+    return max(1, min(CPU_BATCH_SIZE, fits))
+
+
 def _rank_and_world(rank, world_size) -> tuple[int, int]:
     rank = int(os.environ.get("RANK", 0)) if rank is None else int(rank)
     world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else int(world_size)
@@ -178,7 +196,7 @@ class _Tally:
 
 def score_variants(vcf, reference, *, model=None, config=None, fp8: str = "auto", allow_inexact: bool = False,
                    window: int | None = None, reduce: str = "sum",
-                   strand: str = "forward", batch_size: int = 16, device: str | None = "auto",
+                   strand: str = "forward", batch_size: int | None = None, device: str | None = "auto",
                    dtype: str | None = None, threads: int | None = None, out=None, table=None,
                    resume: bool = False, force: bool = False, regions=None, regions_file=None,
                    progress: bool = True, rank: int | None = None, world_size: int | None = None,
@@ -193,7 +211,8 @@ def score_variants(vcf, reference, *, model=None, config=None, fp8: str = "auto"
     the transcripts it overlaps, forward where none; recorded per ALT as EVO2_STRAND / column strand).
     score: "window" | "site" (also the SNV site score log P(ALT) - log P(REF) at the variant, EVO2_SITE /
     column site). tag: an Evo 2 phylogenetic tag prepended to every window (evo2lite.tags).
-    batch_size: windows per forward pass. out: annotated VCF (``.vcf``, ``.vcf.gz`` = bgzip + tabix, ``-`` =
+    batch_size: windows per forward pass (default: 16 on a CPU, sized to the model on a GPU: 2 for
+    evo2_7b at window 8,192; see ``_batch_size``). out: annotated VCF (``.vcf``, ``.vcf.gz`` = bgzip + tabix, ``-`` =
     stdout). table: ``.tsv``, ``.tsv.gz`` / ``.tsv.bgz`` (bgzip + tabix index) or ``.parquet``, one row per
     ALT, with the run's provenance. regions:
     region strings (samtools syntax, 1-based inclusive) or Regions; regions_file: BED file(s) (0-based);
@@ -231,6 +250,7 @@ def score_variants(vcf, reference, *, model=None, config=None, fp8: str = "auto"
             torch.set_num_threads(int(threads))
         loaded = _load(model, device, dtype, config, fp8, allow_inexact)
         win = _window(loaded, window)
+        batch_size = _batch_size(loaded, win, batch_size)
         if tag:
             from ..tags import check_tag
 

@@ -49,7 +49,9 @@ def score_vcf_command(
                                                "one).")] = None,
     regions: RegionsOpt = None,
     regions_file: RegionsFileOpt = None,
-    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 16,
+    batch_size: Annotated[Optional[int], typer.Option(help="Windows per forward pass [default: 16 on a CPU; "
+                                                      "on a GPU sized to the model, 2 for evo2_7b at window "
+                                                      "8192].")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     threads: ThreadsOpt = None,

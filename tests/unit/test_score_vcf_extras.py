@@ -183,3 +183,20 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert set(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("preset,window,on_gpu", [("evo2_7b", 8192, 2), ("evo2_40b", 8192, 1),
+                                                  ("evo2_1b_base", 8192, 4), ("evo2_7b", 1024, 16)])
+def test_default_batch_size_is_sized_to_the_model_on_a_gpu(preset, window, on_gpu):
+    """--batch-size unset: 16 windows on a CPU; off the CPU as many as keep batch x window x width at the
+    evo2_7b point measured on the H200 (2 windows of 8,192 at width 4,096). A meta-device model stands in for
+    the GPU one (only its device type and width are read); an explicit value is kept."""
+    from evo2lite.apps.score_vcf import _batch_size
+    from evo2lite.config import PRESETS
+    from evo2lite.model import StripedHyena2
+
+    with torch.device("meta"):
+        model = StripedHyena2(PRESETS[preset])
+    assert _batch_size(model, window, None) == on_gpu
+    assert _batch_size(model, window, 3) == 3
+    assert _batch_size(StripedHyena2(PRESETS["debug"]), window, None) == 16
