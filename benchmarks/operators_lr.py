@@ -328,13 +328,15 @@ def main(argv=None):
     ap.add_argument("--lengths", default=None, help="comma-separated L values (default 8K,32K,128K,1M)")
     ap.add_argument("--ops", default=None, help="comma-separated substrings: time only the operators named so")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per row (each row is its own process)")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, help="JSON file, or a folder to write operators_lr.json in")
     ap.add_argument("--dry-run", action="store_true", help="CPU, D = 64, L = 256: the plumbing in seconds")
     ap.add_argument("--child", choices=("row", "tune"), help=argparse.SUPPRESS)
     ap.add_argument("--op", help=argparse.SUPPRESS)
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.out and Path(args.out).is_dir():  # $OUT on the device: a folder (a file path there crashed a run)
+        args.out = str(Path(args.out) / "operators_lr.json")
     global DEV
     if args.dry_run:
         DEV = "cpu"
