@@ -281,7 +281,9 @@ HEADER = ("| L | batch | operator | fwd ms | fwd Mtok/s | fwd x floor | fwd+bwd 
           "fwd+bwd x floor | floor ms (fwd / fwd+bwd) |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
-# (filter length, block length, warps, programs aimed at, forward and backward alike)
+# (filter length, block length, warps, programs aimed at, forward and backward alike). The 7-tap rows time
+# triton.py's tensor-core gather kernels at SE's filter length, which SE no longer runs (it dispatches to
+# se_triton.py, swept by benchmarks/se_sweep.py): kept beside the session-8 figures in operators_h200_sweep.md
 SWEEP = [(7, 16, 4, 2048), (7, 16, 4, 16384), (7, 16, 1, 16384), (7, 16, 2, 131072), (7, 32, 2, 16384),
          (7, 64, 4, 16384), (128, 64, 4, 2048), (128, 64, 4, 16384), (128, 64, 8, 16384), (128, 128, 8, 16384)]
 # MR (issue #11): the stride-3 "gather" kernels against the "split" ones (mr_triton.py; the rows above with
@@ -291,6 +293,8 @@ SWEEP += [(128, 64, 4, 16384, _G), (128, 64, 8, 16384, _G)] + [
     (128, 64, nw, progs, dict(base, **opts)) for base, nw, progs, opts in (
         (_S, 4, 4096, {}), (_S, 4, 16384, dict(h_in_loop=True)), (_S, 4, 16384, dict(two_pass=True)),
         (_S, 8, 16384, dict(two_pass=True)), (_NP, 4, 16384, {}), (_NP, 8, 16384, {}))]
+
+SWEEP_LABELS = {7: "gather, 7 taps (old SE path)", 128: "MR"}
 
 
 def sweep(N, D, G, L, write, kinds=("se", "mr")):
@@ -315,7 +319,7 @@ def sweep(N, D, G, L, write, kinds=("se", "mr")):
                          rnd(D, grad=False, dtype=torch.float32) if K == 128 else None, rnd(B, L, D, grad=False))
         z, w, h, skip, dy = inputs[K]
         opt_s = " ".join(f"{k}={v}" for k, v in opts.items())
-        cfg = f"| {'SE' if K == 7 else 'MR'} | {BL} | {nw} | {progs} | {opt_s} |"
+        cfg = f"| {SWEEP_LABELS[K]} | {BL} | {nw} | {progs} | {opt_s} |"
         try:
             f = timed(lambda: hyena_conv_fwd(z, w, h, skip, BL, num_warps=nw, programs=progs, **fwd_opts))
             b = timed(lambda: hyena_conv_bwd(dy, z, w, h, skip, BL, num_warps=nw, programs=progs, **opts))
@@ -363,7 +367,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer timed repeats (2 after 2 warm-ups)")
     ap.add_argument("--sweep-only", action="store_true", help="only the sweep (kernel tuning)")
     ap.add_argument("--sweep", action="store_true", help="also sweep our kernels' block length and warps")
-    ap.add_argument("--sweep-ops", default="se,mr", help="which kernels the sweep times (comma list: se, mr)")
+    ap.add_argument("--sweep-ops", default="se,mr", help="which kernels the sweep times (comma list: mr; se = "
+                    "the gather kernels at 7 taps, no longer SE's path: benchmarks/se_sweep.py times SE's)")
     ap.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--tag", default="h200")
     args = ap.parse_args()

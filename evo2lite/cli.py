@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .errors import Evo2LiteError, cli_errors, usage_error_line
-from .options import AllowInexactOpt, ConfigOpt, DeviceOpt, DtypeOpt, Fp8Opt, ModelOpt
+from .options import AllowInexactOpt, ConfigOpt, DeviceOpt, DtypeOpt, ForceOpt, Fp8Opt, ModelOpt
 from .options import ThreadsOpt
 
 
@@ -96,7 +96,7 @@ def convert(source: Annotated[str, typer.Argument(help="An Evo 2 .pt / .pt.part0
             config: ConfigOpt = None,
             to: Annotated[str, typer.Option("--to", help="evo2lite (default), vortex, or hf (a transformers "
                                                         "directory: docs/hf.md).")] = "evo2lite",
-            force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False) -> None:
+            force: ForceOpt = False) -> None:
     """Import an Evo 2 / vortex checkpoint into evo2lite's format, export one back (--to vortex), or write
     a Hugging Face transformers directory of any model (--to hf)."""
     from .checkpoint import convert as convert_checkpoint
@@ -125,7 +125,7 @@ def score(fasta: Annotated[str, typer.Argument(help="FASTA or GenBank (plain, gz
           batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
           model: ModelOpt = None, config: ConfigOpt = None, device: DeviceOpt = "auto",
           dtype: DtypeOpt = None, threads: ThreadsOpt = None, fp8: Fp8Opt = "auto",
-          allow_inexact: AllowInexactOpt = False, force: Annotated[bool, typer.Option("--force")] = False,
+          allow_inexact: AllowInexactOpt = False, force: ForceOpt = False,
           context_parallel: Annotated[int, typer.Option(
               "--context-parallel", help="Split each window across the N ranks of a torchrun job (N = "
                                          "--nproc-per-node); rank 0 writes the outputs.")] = 1,

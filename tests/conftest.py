@@ -23,3 +23,20 @@ def _one_torch_thread():
 def hf_cache(tmp_path, monkeypatch):
     """An offline Hugging Face cache in tmp_path/hub; returns add_repo(repo_id, files) (tests/helpers.py)."""
     return offline_hf_cache(tmp_path / "hub", monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The tiny random model: preset "debug", seed 0, fp32, eval mode; one per test module, which may define
+    its own `model` (another seed or shape) instead."""
+    from evo2lite import load_model
+
+    return load_model("debug", random_init=True, seed=0)
+
+
+@pytest.fixture(scope="module")
+def model_dir(model, tmp_path_factory):
+    """`model` saved in evo2lite's format (safetensors + JSON); the folder, as a str for --model."""
+    from evo2lite.checkpoint import save_model
+
+    return str(save_model(model, tmp_path_factory.mktemp("model") / "debug"))

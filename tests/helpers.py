@@ -1,5 +1,5 @@
 """Helpers shared by several test files (tests/ is on sys.path: see conftest.py). Fixtures built on them live
-in conftest.py files (`hf_cache` in tests/conftest.py, the score-vcf `model`/`model_dir` in tests/e2e)."""
+in tests/conftest.py (`hf_cache`, the tiny random `model` and its saved `model_dir`)."""
 
 from __future__ import annotations
 

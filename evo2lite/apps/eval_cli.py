@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import Evo2LiteError, cli_errors
+from ..options import DeviceOpt, ForceOpt, resolve_device
 
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluations: the paper's synthetic token-manipulation tasks.")
 
@@ -43,7 +44,7 @@ def synthetic_command(
         jobs: Annotated[int, typer.Option("--jobs", help="Runs in parallel (worker processes).")] = 1,
         time_budget: Annotated[Optional[float], typer.Option(
             "--time-budget", help="Seconds after which no new run starts (finish later with --resume).")] = None,
-        device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+        device: DeviceOpt = "auto",
         backend: Annotated[str, typer.Option(
             "--backend", help="Hyena kernels: auto (Triton on CUDA), triton or reference (plain PyTorch).")]
         = "auto",
@@ -51,7 +52,7 @@ def synthetic_command(
             "--plots", help="Folder for one accuracy-vs-difficulty plot per task (PNG).")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Keep the rows already in OUTPUT; run the rest.")]
         = False,
-        force: Annotated[bool, typer.Option("--force", help="Overwrite an existing OUTPUT.")] = False) -> None:
+        force: ForceOpt = False) -> None:
     """Train and test every layout on the MAD tasks; print the layouts x tasks accuracy table."""
     from ..evals import TASKS, run_synthetic
     from ..evals.report import markdown_summary, plot_task
@@ -68,10 +69,7 @@ def synthetic_command(
             raise Evo2LiteError(f"{name} must be at least {low}, got {value}")
     if any(v <= 0 for v in lr) or any(v < 0 for v in weight_decay):
         raise Evo2LiteError("--lr must be positive and --weight-decay non-negative")
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)  # auto -> cuda or cpu; a bad or absent device is a one-line error
     with _run_progress(per_step=jobs == 1) as callbacks:
         df = run_synthetic(layout_list, task_names, output, grid=grid, lrs=lr, weight_decays=weight_decay,
                            epochs=epochs, max_steps=max_steps, batch_size=batch_size, seed=seed, device=device,

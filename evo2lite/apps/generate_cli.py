@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import Evo2LiteError, cli_errors
-from ..options import AllowInexactOpt, DeviceOpt, Fp8Opt, ThreadsOpt
+from ..options import AllowInexactOpt, ConfigOpt, DeviceOpt, DtypeOpt, ForceOpt, Fp8Opt, ModelOpt, ThreadsOpt
 
 
 @cli_errors
@@ -35,18 +35,14 @@ def generate_command(
     include_prompt: Annotated[bool, typer.Option(
         "--include-prompt", help="Write the prompt before the generated bases.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples decoded together.")] = 8,
-    model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="Model directory, Evo 2 .pt (with --config), or hf:REPO. Default: the shipped "
-                              "model.")] = None,
-    config: Annotated[Optional[str], typer.Option(
-        "--config", help="YAML config (or preset name) for an Evo 2 .pt checkpoint.")] = None,
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
     device: DeviceOpt = "auto",
-    dtype: Annotated[Optional[str], typer.Option(
-        "--dtype", help="float32 or bfloat16 (default: float32 on CPU, bfloat16 on CUDA).")] = None,
+    dtype: DtypeOpt = None,
     threads: ThreadsOpt = None,
     fp8: Fp8Opt = "auto",
     allow_inexact: AllowInexactOpt = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")] = False,
+    force: ForceOpt = False,
     tag: Annotated[Optional[str], typer.Option(
         "--tag", help="Evo 2 phylogenetic tag |d__...;...;s__...| put before every prompt, as the official "
                       "models were trained; not written out (`evo2lite tag` builds one).")] = None,

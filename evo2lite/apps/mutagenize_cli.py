@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import cli_errors
-from ..options import (AllowInexactOpt, ConfigOpt, DeviceOpt, DtypeOpt, Fp8Opt, ModelOpt, ProgressOpt, ReduceOpt,
-                       ThreadsOpt, VariantReferenceOpt)
+from ..options import (AllowInexactOpt, ConfigOpt, DeviceOpt, DtypeOpt, ForceOpt, Fp8Opt, ModelOpt, ProgressOpt,
+                       ReduceOpt, ThreadsOpt, VariantReferenceOpt)
 
 __all__ = ["mutagenize_command"]
 
@@ -57,7 +57,7 @@ def mutagenize_command(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = None,
     threads: ThreadsOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite the output.")] = False,
+    force: ForceOpt = False,
     progress: ProgressOpt = True,
 ) -> None:
     """Saturation mutagenesis: score all three SNVs at every position of a region, as score-vcf would."""

@@ -24,7 +24,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import Evo2LiteError, cli_errors
-from ..options import AllowInexactOpt, DeviceOpt, Fp8Opt
+from ..options import AllowInexactOpt, ConfigOpt, DeviceOpt, DtypeOpt, Fp8Opt
 
 # evo2/test/test_evo2.py expected_metrics: mean loss, accuracy in percent
 EXPECTED = {
@@ -143,15 +143,13 @@ def selftest(model, sequences: list[str], name: str, *, expected: tuple[float, f
 def selftest_command(
     model: Annotated[str, typer.Option("--model", "-m", help="An Evo 2 name (evo2_7b, evo2_40b, ...) or any "
                                        "model spec with --expect-loss.")],
-    config: Annotated[Optional[str], typer.Option("--config", help="YAML config (or preset name) for an Evo 2 "
-                                                  ".pt checkpoint.")] = None,
+    config: ConfigOpt = None,
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="A CSV of sequences in column 1 (default: "
                                                     "evo2's test/data/prompts.csv, shipped).")] = None,
     expect_loss: Annotated[Optional[float], typer.Option("--expect-loss", help="Expected mean loss (default: "
                                                          "the published value for the model name).")] = None,
     device: DeviceOpt = "auto",
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32 or bfloat16 (default: float32 on "
-                                                 "CPU, bfloat16 on CUDA).")] = None,
+    dtype: DtypeOpt = None,
     fp8: Fp8Opt = "auto",
     allow_inexact: AllowInexactOpt = False,
 ) -> None:

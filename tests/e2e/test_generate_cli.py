@@ -10,14 +10,8 @@ import typer
 from typer.testing import CliRunner
 
 from evo2lite.apps.generate_cli import generate_command
-from evo2lite.checkpoint import load_model, save_model
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "debug"
-    save_model(load_model("debug", random_init=True, seed=0), path)
-    return str(path)
+# model_dir (the tiny random model, saved): tests/conftest.py
 
 
 @pytest.fixture(scope="module")

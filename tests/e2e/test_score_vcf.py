@@ -25,7 +25,7 @@ from helpers import EXAMPLE_REF as REF, EXAMPLE_VCF as VCF, invoke_score_vcf, vc
 NUM_RECORDS, NUM_ALTS = 76, 77
 WINDOW = "128"
 
-# the model / model_dir fixtures: tests/e2e/conftest.py
+# the model / model_dir fixtures: tests/conftest.py
 
 def invoke(model_dir, *args, input=None):
     return invoke_score_vcf(model_dir, *args, window=WINDOW, input=input)

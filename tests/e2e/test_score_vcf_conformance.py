@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from evo2lite import load_model
 from evo2lite.apps.score_vcf import TABLE_COLUMNS, score_variants
 from evo2lite.errors import Evo2LiteError
 from evo2lite.pipelines.vcf import STATUS_DESCRIPTIONS, STATUS_OK, to_zero_based
@@ -77,11 +76,7 @@ def reference(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def model():
-    return load_model("debug", random_init=True, seed=0)
-
-
+# model (preset "debug", seed 0): tests/conftest.py
 def run(path, reference, model, out_dir):
     out, table = out_dir / "out.vcf", out_dir / "out.tsv"
     # One thread: tiny matmuls only lose to threading overhead (and CI's 2 cores are shared).

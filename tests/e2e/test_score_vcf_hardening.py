@@ -18,7 +18,7 @@ from helpers import EXAMPLE_REF as REF, EXAMPLE_VCF as VCF, invoke_score_vcf, vc
 
 HEADER = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
 
-# the model / model_dir fixtures: tests/e2e/conftest.py
+# the model / model_dir fixtures: tests/conftest.py
 
 def invoke(model_dir, *args):
     return invoke_score_vcf(model_dir, *args, window="64")

@@ -4,7 +4,8 @@ and vtx each in a subprocess, vtx through the test harness), generate.py (the re
 score_vcf_gpu.py (score-vcf's engine against the official recipe on vtx, same weights and sites, the fp32
 check) and embed.py (the streamed embedding part, --stop-after); E2E_PARTS picks parts. Plus train_step's
 out-of-memory row, generate's recompute timer and its vtx context, the child-process runner the benchmarks
-share (a crashed or hung child is a result, not the end of the run) and operators_lr.py's one process per row.
+share (a crashed or hung child is a result, not the end of the run), operators_lr.py's one process per row and
+operators.py's --help and sweep labels without a GPU.
 """
 
 from __future__ import annotations
@@ -220,3 +221,15 @@ def test_operators_lr_rows_in_child_processes_an_error_row_and_the_table_goes_on
     assert str(rows[("vtx hcl triton", "fwd")]).startswith("error")
     assert rows[("sdpa causal", "fwd")] > 0 and rows[("sdpa causal", "fwd+bwd")] > 0
     assert "| 256 | 2 | sdpa causal | fwd+bwd |" in run.stdout
+
+
+def test_operators_help_without_a_gpu_and_every_sweep_row_labelled():
+    # in a child: importing operators.py puts the .whl/ wheels (fla, mmaemu, vtx) on sys.path
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import operators; "
+            "print('unlabelled', sorted({row[0] for row in operators.SWEEP} - operators.SWEEP_LABELS.keys())); "
+            "sys.argv[1:] = ['--help']; operators.main()")
+    run = subprocess.run([sys.executable, "-c", code, str(ROOT / "benchmarks")], capture_output=True, text=True,
+                         timeout=120, env=ENV)
+    assert run.returncode == 0 and "--sweep-ops" in run.stdout, run.stderr[-3000:]
+    # a filter length without a label would be a KeyError on the GPU only, rows into the sweep
+    assert "unlabelled []" in run.stdout

@@ -156,6 +156,9 @@ def test_cli_eval_synthetic(tmp_path):
     assert res.exit_code == 2 and "unknown task" in res.stderr
     res = runner.invoke(app, ["eval", "synthetic", "--tasks", "compression", "-o", str(out)])
     assert res.exit_code == 2  # exists, no --force / --resume
+    res = runner.invoke(app, ["eval", "synthetic", "--tasks", "compression", "--device", "gpu", "-o",
+                              str(tmp_path / "e.parquet")])
+    assert res.exit_code == 2 and "--device must be" in res.stderr  # one line, not torch's traceback
 
 
 def test_parallel_jobs_give_the_rows_of_one_process(tmp_path):

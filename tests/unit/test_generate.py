@@ -13,13 +13,9 @@ from evo2lite.apps.generate import FastaSink, GeneratedSequence, generate
 from evo2lite.config import PRESETS
 from evo2lite.inference import GenerationError, SamplingParams, draw_uniforms, make_generators, sample_next
 from evo2lite.inference.sampling import ACGT_IDS
-from evo2lite.model import StripedHyena2, init_weights_
 from evo2lite.tokenizer import encode
 
-
-@pytest.fixture(scope="module")
-def model():
-    return init_weights_(StripedHyena2(PRESETS["debug"]), 0).eval()
+# model (preset "debug", seed 0): tests/conftest.py
 
 
 # --- sampling ----------------------------------------------------------------------------------------

@@ -17,11 +17,7 @@ def _model(preset: str = "debug", seed: int = 0) -> StripedHyena2:
     return init_weights_(StripedHyena2(PRESETS[preset]), seed).eval()
 
 
-@pytest.fixture(scope="module")
-def model():
-    return _model("debug")
-
-
+# model (preset "debug", seed 0): tests/conftest.py
 @pytest.fixture(scope="module")
 def model_odd():
     return _model("debug_odd", 1)  # rotary interpolation x32, odd widths, 6 MR groups
