@@ -43,6 +43,9 @@ def generate_command(
     fp8: Fp8Opt = "auto",
     allow_inexact: AllowInexactOpt = False,
     force: ForceOpt = False,
+    compile_step: Annotated[bool, typer.Option(
+        "--compile", help="Fuse the decode step with torch.compile first: about a minute to start, then faster "
+                          "per token on CUDA (benchmarks/RESULTS.md); for long generations.")] = False,
     tag: Annotated[Optional[str], typer.Option(
         "--tag", help="Evo 2 phylogenetic tag |d__...;...;s__...| put before every prompt, as the official "
                       "models were trained; not written out (`evo2lite tag` builds one).")] = None,
@@ -97,7 +100,7 @@ def generate_command(
         with progress_bar("generating", total=total if show else None, unit="tokens") as advance:
             generate(records, num_tokens, model=net, temperature=temperature, top_k=top_k, top_p=top_p,
                      seed=seed, num_samples=num_samples, acgt_only=acgt_only, batch_size=batch_size,
-                     sink=sink, progress=advance if show else None, tag=tag or "")
+                     sink=sink, progress=advance if show else None, tag=tag or "", compile=compile_step)
 
     if output == "-":
         run(sys.stdout, stream=True)

@@ -95,3 +95,12 @@ def test_bad_options_one_line_exit_2(app, model_dir, tmp_path, args, message):
     assert r.exit_code == 2, r.output
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0] and lines[0].startswith("evo2lite: error:"), r.output
+
+
+@pytest.mark.slow
+def test_compile_gives_the_same_greedy_bases(app, model_dir):
+    """--compile (torch.compile of the decode step) changes the speed, not the bases."""
+    args = ("--prompt", "ACGTTGCA", "-n", 12, "--temperature", 0, "--model", model_dir, "-o", "-")
+    plain, compiled = _run(app, *args), _run(app, *args, "--compile")
+    assert plain.exit_code == 0 and compiled.exit_code == 0, compiled.output
+    assert compiled.stdout.split("\n")[1] == plain.stdout.split("\n")[1] and len(plain.stdout.split("\n")[1]) == 12
