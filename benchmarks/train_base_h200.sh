@@ -10,9 +10,22 @@
 #   run(command="bash benchmarks/train_base_h200.sh", kind="nvidia-h200", carry=[".carry/train2bit",
 #       ".carry/vep_human"], timeout_s=570)
 #
+# Several calls (BASE_PHASE; the device keeps /tmp while it stays warm, i.e. calls < 30 s apart): one schedule
+# of BASE_MAX_STEPS steps (default: pilot 1's 5.87 steps/s x BASE_TOTAL_S, default 1300 s of training) is
+# laid out by the first call and never recalibrated; every call stops after BASE_SLICE_S seconds of training
+# (default 480) with a checkpoint in /tmp, and the next one resumes it exactly (evo2lite train --resume auto):
+#   BASE_PHASE=first  fresh start, stop after the slice       (out: run.log, train_log.jsonl)
+#   BASE_PHASE=next   resume, stop after the slice; repeatable (same two files)
+#   BASE_PHASE=last   resume, train to BASE_MAX_STEPS (a safety stop after BASE_LAST_S, default 420 s, keeps
+#                     ~2.5 min for the rest), then export and evaluate as the one-call run (the 8 files)
+# e.g. BASE_CONFIG=data/train/base2.yaml and three calls, first, next, last, each
+#   run(command="BASE_CONFIG=data/train/base2.yaml BASE_PHASE=first bash benchmarks/train_base_h200.sh", ...,
+#       timeout_s=600)
+# Unset, BASE_PHASE is "one": the single call of pilot 1 (schedule fitted to the time budget).
 # The carried inputs are made here first (~2 min on a CPU; data/models/evo2lite-base.md, "Exact commands").
 # BASE_DRY=1 runs the same steps on a CPU with a tiny budget and window (tests/unit/test_vep_human.py);
-# BASE_TIME_BUDGET=S fits the training into S seconds instead of base.yaml's 400 (the rest takes ~2.5 min).
+# BASE_TIME_BUDGET=S fits the one-call training into S seconds instead of base.yaml's 400 (the rest ~2.5 min);
+# BASE_CONFIG picks another training config (default data/train/base.yaml).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out}
@@ -25,6 +38,9 @@ CORPUS=${BASE_CORPUS:-.carry/train2bit}               # overrides (the dry run's
 VEP_IN=${BASE_VEP_INPUTS:-.carry/vep_human}           # the vep_human.py inputs, its region and the held-out split
 VEP_REGION=${BASE_VEP_REGION:-20:10000000-15000000}
 HELD_SPLIT=${BASE_HELD_SPLIT:-test}
+CONFIG=${BASE_CONFIG:-data/train/base.yaml}
+PHASE=${BASE_PHASE:-one}
+case $PHASE in one|first|next|last) ;; *) echo "BASE_PHASE must be one, first, next or last, got '$PHASE'"; exit 2;; esac
 
 if ! python3 -c "import evo2lite.kernels, evo2lite.pipelines" 2>/dev/null; then  # a plain checkout: map the
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}                          # top-level folders as pyproject does
@@ -34,13 +50,13 @@ echo "== $(date -u) $(git rev-parse --short HEAD 2>/dev/null) $(nvidia-smi --que
 
 if [ -n "${BASE_DRY:-}" ]; then
   DEV=cpu; WORK=$RUN/work
-  TRAIN=(--time-budget 25 --set seq_len=512 --set global_batch_size=2 --set micro_batch_size=2 --set eval_windows=1
+  TRAIN=(--set seq_len=512 --set global_batch_size=2 --set micro_batch_size=2 --set eval_windows=1
          --set calibrate_steps=2 --set time_reserve_s=5 --set warmup_steps=2 --set eval_every=0 --set "work_dir=$WORK"
          --set "model={name: evo2lite-base-dry, layout: SMLA, d_model: 32, num_heads: 2, d_mlp: 64,
                         num_se_groups: 2, num_mr_groups: 2}")
   HELD=(--max-bases 3000 --batch-size 2); VEP=(--sites 2 --batch-size 2 --site-reach 400)
 else
-  DEV=cuda; TRAIN=(${BASE_TIME_BUDGET:+--time-budget "$BASE_TIME_BUDGET"})  # default: base.yaml's 400 s
+  DEV=cuda; TRAIN=()
   # 120 sites per class: ~480 sites x 2 strands x 14,336 tokens (6,144 + 4 x 2,048) = ~14 M fp32 tokens at 8K
   HELD=(--batch-size 16); VEP=(--sites 120 --batch-size 16)
   # the training must take the fused path: Triton importable and the tensors on CUDA (evo2lite.mixers, backend auto)
@@ -48,14 +64,15 @@ else
 assert ok(torch.zeros(1, device="cuda"))
 print("torch", torch.__version__, "triton", triton.__version__, "fused Hyena kernels: yes")' || exit 1
   # which path each block of this config takes on CUDA (informative only: expect 6 of 9 and ['triton'])
-  timeout 60 python3 - <<'EOF' || echo "could not inspect the training path"
-import torch, yaml
+  case $PHASE in one|first) INSPECT=60;; *) INSPECT=0;; esac  # once per run
+  [ "$INSPECT" = 0 ] || timeout "$INSPECT" python3 - "$CONFIG" <<'EOF' || echo "could not inspect the training path"
+import sys, torch, yaml
 from evo2lite.apps.train import model_config_from
 from evo2lite.kernels.modal import resolve_backend
 from evo2lite.mixers import HyenaMixer, ModalFilter
 from evo2lite.model import StripedHyena2
 from evo2lite.train_params import make_trainable
-m = StripedHyena2(model_config_from(yaml.safe_load(open("data/train/base.yaml"))["model"], 8192)).cuda()
+m = StripedHyena2(model_config_from(yaml.safe_load(open(sys.argv[1]))["model"], 8192)).cuda()
 make_trainable(m, None)
 x = torch.zeros(1, 8, m.config.d_model, device="cuda")
 mix = [mod for mod in m.modules() if isinstance(mod, HyenaMixer)]
@@ -64,8 +81,30 @@ print(f"training path: {sum(mod._fused(x, None) for mod in mix)} of {len(mix)} H
       f"hyena_conv kernel (SE and MR; LR is not), Hyena-LR modal backend {sorted(lr)}")
 EOF
 fi
-rm -rf "$RUN"
 EVAL_CORPUS=$CORPUS; [ -f "$CORPUS/corpus.json" ] || EVAL_CORPUS=$WORK/corpus_unpacked
+SLICE=${BASE_SLICE_S:-480}; [ "$PHASE" = last ] && SLICE=${BASE_LAST_S:-420}
+case $PHASE in
+  one)  # the schedule is fitted to the time budget after calibrate_steps timed steps
+    rm -rf "$RUN"
+    if [ -n "${BASE_DRY:-}" ]; then TRAIN+=(--time-budget 25); else TRAIN+=(${BASE_TIME_BUDGET:+--time-budget "$BASE_TIME_BUDGET"}); fi
+    LIMIT=450;;
+  first)  # one schedule for all the calls, fixed here; calibration can never fire (calibrate_steps >= max_steps),
+    rm -rf "$RUN"; mkdir -p "$RUN"  # so the time budget only stops the call
+    MAX_STEPS=${BASE_MAX_STEPS:-$((587 * ${BASE_TOTAL_S:-1300} / 100))}  # pilot 1: 5.87 steps/s
+    echo "$MAX_STEPS" > "$RUN/max_steps";;
+  next|last)
+    if ! ls -d "$RUN"/checkpoints/step_* >/dev/null 2>&1 || [ ! -f "$RUN/max_steps" ]; then
+      echo "BASE_PHASE=$PHASE: no checkpoint of a first call in $RUN (the machine was not kept warm?)"; exit 1
+    fi
+    MAX_STEPS=$(cat "$RUN/max_steps")
+    echo "== resuming $(basename "$(ls -d "$RUN"/checkpoints/step_* | tail -1)") of $MAX_STEPS steps"
+    TRAIN+=(--resume auto);;
+esac
+if [ "$PHASE" != one ]; then
+  TRAIN+=(--max-steps "$MAX_STEPS" --time-budget "$SLICE" --set calibrate_steps="$MAX_STEPS" --set time_reserve_s=0
+          --set save_every=1000)
+  LIMIT=$((${SLICE%.*} + 90))  # a guard: the trainer stops itself after the slice
+fi
 
 part() {  # part NAME TIMEOUT_S COMMAND...
   local name=$1 limit=$2; shift 2
@@ -77,10 +116,15 @@ part() {  # part NAME TIMEOUT_S COMMAND...
   return $rc
 }
 
-part train 450 python3 -m evo2lite.apps.train_cli data/train/base.yaml --out-dir "$RUN" --corpus "$CORPUS" \
+part train "$LIMIT" python3 -m evo2lite.apps.train_cli "$CONFIG" --out-dir "$RUN" --corpus "$CORPUS" \
   --device "$DEV" "${TRAIN[@]}" \
   || exit 1
 cp "$RUN/log.jsonl" "$OUT/train_log.jsonl"
+if [ "$PHASE" = first ] || [ "$PHASE" = next ]; then
+  echo "== $PHASE call done after $SECONDS s: $(basename "$(ls -d "$RUN"/checkpoints/step_* | tail -1)") of $MAX_STEPS;" \
+       "start the next call within 30 s"
+  exit 0
+fi
 
 # bf16 export: every tensor in bf16 except the ones the model keeps in fp32 (LR poles/residues, rotary inv_freq)
 part export 60 python3 - "$RUN/model" "$RUN/model_bf16" <<'EOF' || exit 1

@@ -181,32 +181,45 @@ def test_chr17_is_refused():
         vh.parse_region("chr17:0-1000")
 
 
-@pytest.mark.slow
-def test_train_base_script_dry_run(tmp_path):
-    """The one-call GPU script on a CPU: train (tiny model, 25 s budget), bf16 export split in two parts that
-    join to a loadable model, held-out bits and vep_human on a planted gene; the 8 output files."""
-    from evo2lite.checkpoint import load_model
+def _dry_env(tmp_path, out: Path, **extra) -> dict:
+    """The dry run's environment: a built fixture corpus and vep_human inputs with one planted gene."""
     from evo2lite.pipelines.corpus import build_corpus
 
     corpus = tmp_path / "corpus"
-    build_corpus(ROOT / "data" / "fixtures" / "manifest.yaml", corpus, progress=False, overwrite=True)
+    if not corpus.exists():
+        build_corpus(ROOT / "data" / "fixtures" / "manifest.yaml", corpus, progress=False, overwrite=True)
     vep_in = tmp_path / "vep"
-    vep_in.mkdir()
+    vep_in.mkdir(exist_ok=True)
     genome, gene, _ = _planted(np.random.default_rng(6), "+")
     with gzip.open(vep_in / "chr20_masked.fa.gz", "wt") as fh:
         fh.write(">chr20 planted\n" + "\n".join(genome[i:i + 60] for i in range(0, len(genome), 60)) + "\n")
     (vep_in / "hg19_RefSeq_exon_chr20.txt").write_text(
         "GeneID\tChr\tStart\tEnd\tStrand\n" + "".join(f"1\tchr20\t{s + 1}\t{e}\t+\n" for s, e in gene["exons"]))
-    out = tmp_path / "out"
-    env = dict(os.environ, OMP_NUM_THREADS="1", BASE_DRY="1", OUT=str(out), BASE_RUN_DIR=str(tmp_path / "run"),
-               BASE_CORPUS=str(corpus), BASE_VEP_INPUTS=str(vep_in), BASE_VEP_REGION=f"20:0-{len(genome)}",
-               BASE_HELD_SPLIT="val")
+    return dict(os.environ, OMP_NUM_THREADS="1", BASE_DRY="1", OUT=str(out), BASE_RUN_DIR=str(tmp_path / "run"),
+                BASE_CORPUS=str(corpus), BASE_VEP_INPUTS=str(vep_in), BASE_VEP_REGION=f"20:0-{len(genome)}",
+                BASE_HELD_SPLIT="val", **extra)
+
+
+def _run_script(env: dict) -> subprocess.CompletedProcess:
     run = subprocess.run(["bash", str(ROOT / "benchmarks" / "train_base_h200.sh")], capture_output=True, text=True,
                          env=env, timeout=500)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    files = sorted(p.name for p in out.iterdir())
-    assert files == sorted(["config.json", "heldout_human.json", "model.safetensors.part0", "model.safetensors.part1",
-                            "run.log", "train_log.jsonl", "vep_human.json", "vep_human_small.json"])
+    return run
+
+
+EIGHT_FILES = sorted(["config.json", "heldout_human.json", "model.safetensors.part0", "model.safetensors.part1",
+                      "run.log", "train_log.jsonl", "vep_human.json", "vep_human_small.json"])
+
+
+@pytest.mark.slow
+def test_train_base_script_dry_run(tmp_path):
+    """The one-call GPU script on a CPU: train (tiny model, 25 s budget), bf16 export split in two parts that
+    join to a loadable model, held-out bits and vep_human on a planted gene; the 8 output files."""
+    from evo2lite.checkpoint import load_model
+
+    out = tmp_path / "out"
+    run = _run_script(_dry_env(tmp_path, out))
+    assert sorted(p.name for p in out.iterdir()) == EIGHT_FILES
     joined = tmp_path / "joined"
     joined.mkdir()
     (joined / "model.safetensors").write_bytes(b"".join((out / f"model.safetensors.part{i}").read_bytes()
@@ -227,3 +240,92 @@ def test_train_base_script_dry_run(tmp_path):
     assert [(v["pos"], v["alt"]) for v in small["variants"]] == [(v["pos"], v["alt"]) for v in vep["variants"]]
     assert "== vep_human: exit 0" in (out / "run.log").read_text()
     assert "fused Hyena kernels" not in run.stdout  # the CUDA-only check is skipped on the dry run
+
+
+@pytest.mark.slow
+def test_train_base_script_two_calls_resume(tmp_path):
+    """The multi-call mode on a CPU: a first call lays out a 30-step schedule, stops on its 1 s slice with a
+    checkpoint; the last call resumes that checkpoint (same schedule, no second start, no step trained twice),
+    trains to step 30 and writes the 8 files; a next call without a first one fails with a message."""
+    from evo2lite.apps.train import WarmupCosine
+
+    lone = subprocess.run(["bash", str(ROOT / "benchmarks" / "train_base_h200.sh")], capture_output=True, text=True,
+                          env={**_dry_env(tmp_path, tmp_path / "lone_out", BASE_PHASE="next"),
+                               "BASE_RUN_DIR": str(tmp_path / "lone_run")}, timeout=60)
+    assert lone.returncode == 1 and "no checkpoint of a first call" in lone.stdout
+    first, last = tmp_path / "out_first", tmp_path / "out_last"
+    common = dict(BASE_MAX_STEPS="30", BASE_TOTAL_S="1")  # BASE_MAX_STEPS wins over the 5.87 steps/s estimate
+    _run_script(_dry_env(tmp_path, first, BASE_PHASE="first", BASE_SLICE_S="1", **common))
+    assert sorted(p.name for p in first.iterdir()) == ["run.log", "train_log.jsonl"]
+    log1 = [json.loads(line) for line in (first / "train_log.jsonl").read_text().splitlines()]
+    stop = [r["step"] for r in log1 if r.get("event") == "time_budget_stop"]
+    assert len(stop) == 1 and 1 <= stop[0] < 30
+    assert not any(r.get("event") == "calibrate" for r in log1)  # the schedule stays the first call's
+    assert (tmp_path / "run" / "checkpoints" / f"step_{stop[0]:07d}").is_dir()
+
+    run = _run_script(_dry_env(tmp_path, last, BASE_PHASE="last", BASE_SLICE_S="1", BASE_LAST_S="300", **common))
+    assert f"resuming step_{stop[0]:07d} of 30 steps" in run.stdout
+    assert sorted(p.name for p in last.iterdir()) == EIGHT_FILES
+    log = [json.loads(line) for line in (last / "train_log.jsonl").read_text().splitlines()]
+    assert log[:len(log1)] == log1  # the first call's lines are kept as they were
+    assert [r["event"] for r in log if r.get("event") == "start"] == ["start"]
+    assert not any(r.get("event") == "calibrate" for r in log)
+    steps = [r["step"] for r in log if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 30
+    end = log[-1]
+    assert end["event"] == "end" and end["steps"] == 30 and end["max_steps"] == 30
+    assert end["tokens"] == 30 * 2 * 512  # restored from the checkpoint, not recounted from 0
+    # the lr of every logged step follows the ONE 30-step schedule (warm-up 2 from the dry run), both calls
+    lr0 = log[0]["config"]["lr"]
+    sched = WarmupCosine(2, 30, log[0]["config"]["min_lr"] / lr0)
+    for r in log:
+        if "loss" in r:
+            assert math.isclose(r["lr"], lr0 * sched(r["step"]), rel_tol=1e-9), r
+    held = json.loads((last / "heldout_human.json").read_text())
+    assert held["positions"] > 0 and 0 < held["bits_per_base"] < 9
+
+
+def test_base_diagnose_scores_each_position_with_its_chunk_context_and_finds_repeats():
+    """benchmarks/base_diagnose.py: every scored position's log p(A,C,G,T) equals the model run on exactly the
+    tokens before it in its chunk's window (context C, chunks of C/2); a planted 5-copy 40-mer (either strand)
+    is marked repeat, random sequence is not."""
+    import base_diagnose as bd
+    from evo2lite.config import PRESETS
+    from evo2lite.model import StripedHyena2, init_weights_
+    from evo2lite.tokenizer import encode
+
+    model = init_weights_(StripedHyena2(PRESETS["debug"]), 2).eval()  # context 1,024: 8 chunks of 512
+    rng = np.random.default_rng(3)
+    seq = "".join(rng.choice(list("ACGT"), bd.WINDOW))
+    ids = encode(seq)
+    lp = bd.window_logprobs(model, ids)
+    assert lp.shape == (bd.SCORED, 4) and np.isfinite(lp).all()
+    ctx, first = model.config.context_len, bd.WINDOW - bd.SCORED
+    for p in (first, first + 511, first + 512, bd.WINDOW - 1):
+        chunk_end = first + (p - first) // (ctx // 2) * (ctx // 2) + ctx // 2
+        with torch.no_grad():
+            want = model(ids[None, chunk_end - ctx:p])[0, -1].float().log_softmax(-1)
+        got = lp[p - first]
+        assert np.allclose(got, want[[ord(b) for b in "ACGT"]].double().numpy(), atol=1e-5), p
+
+    unit = "".join(rng.choice(list("ACGT"), 40))
+    parts = [unit if i % 2 else vh.revcomp(unit) for i in range(5)]
+    genome = "".join(p + "".join(rng.choice(list("ACGT"), 300)) for p in parts)
+    mask = bd.repeat_mask(genome)
+    starts = [sum(len(q) + 300 for q in parts[:i]) for i in range(5)]
+    for s in starts:
+        assert mask[s + 10:s + 30].all()
+    assert mask.sum() < 5 * 60  # the random spacers stay unique
+
+
+def test_base_diagnose_direct_deltas_by_hand():
+    import base_diagnose as bd
+
+    lp = np.log(np.array([[0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25], [0.1, 0.6, 0.2, 0.1]]))
+    ref_idx = np.array([0, 2, 1])
+    snvs = [(0, 1, "stop"), (1, 0, "syn"), (2, 2, "syn"), (2, 3, "other")]
+    out = bd.direct_deltas(lp, ref_idx, snvs)
+    assert out["direct_delta_mean_nats"]["stop"] == pytest.approx(math.log(0.1 / 0.7))
+    assert out["direct_delta_mean_nats"]["syn"] == pytest.approx(0.5 * (0.0 + math.log(0.2 / 0.6)))
+    assert out["snvs"] == {"stop": 1, "syn": 2, "other": 1}
+    assert out["stop_vs_syn_auroc_direct"] == 1.0  # the stop-gain costs more than both synonymous changes
