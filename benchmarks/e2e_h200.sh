@@ -8,7 +8,7 @@
 # score_vcf_gpu,embed}.{json,md}.
 #
 # E2E_PARTS (comma-separated, default all: train_step,forward,generate,score,embed) picks the parts. Their
-# timeouts: train_step 230, forward 130, generate 100, score 170, embed 260 s; one device call runs at most
+# timeouts: train_step 230, forward 130, generate 100, score 320, embed 260 s; one device call runs at most
 # 600 s, so all five take two calls:
 #
 #   run(command="E2E_PARTS=train_step,forward,generate bash benchmarks/e2e_h200.sh", carry=[".whl"], timeout_s=600)
@@ -58,7 +58,7 @@ part forward "$(t 130)" python3 benchmarks/forward.py --timeout "$(t 60)" --reps
   "${DRY[@]}" --out "$OUT"
 part generate "$(t 100)" python3 benchmarks/generate.py "${GEN[@]}" --long-prefill 0 --no-profile --budget "$(t 65)" \
   --out "$OUT"
-part score "$(t 170)" python3 benchmarks/score_vcf_gpu.py --budget "$(t 150)" "${DRY[@]}" --out "$OUT"
+part score "$(t 320)" python3 benchmarks/score_vcf_gpu.py --budget "$(t 300)" "${DRY[@]}" --out "$OUT"
 # the exact streamed 1,048,576-base embedding (random evo2_7b weights, bf16, all 32 blocks): a run past
 # --stop-after is cut and its row gives the bases done and the rate so far
 part embed "$(t 260)" python3 benchmarks/embed.py --parts stream "${EMB[@]}" --stop-after "$(t 200)" \
