@@ -91,6 +91,38 @@ def test_fir_chunks_with_tail_equal_one_pass(current_tap):
     assert torch.equal(tail, x[:, -127:])
 
 
+@pytest.mark.parametrize("current_tap", ["last", "first"])
+@pytest.mark.parametrize("with_tail", [False, True])
+def test_fir_in_blocks_of_positions_equals_one_pass(current_tap, with_tail):
+    """fir bounds its fp32 temporaries by blocks of positions: the same numbers as fir_ref (and gradients to
+    rounding), for blocks of exactly the filter's reach, inside the input, and one short of it."""
+    torch.manual_seed(0)
+    B, L, C, G, K = 2, 53, 6, 3, 7
+    x = torch.randn(B, L, C, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(G, K, dtype=torch.float64, requires_grad=True)
+    tail = torch.randn(B, K - 1, C, dtype=torch.float64) if with_tail else None
+    want = fir_ref(x, h, tail_BKC=tail, current_tap=current_tap)
+    gx, gh = torch.autograd.grad(want.sum(), (x, h))
+    for rows in (K, 10, 52):  # block_elements / (B C) rows per block
+        got = fir(x, h, tail_BKC=tail, current_tap=current_tap, block_elements=rows * B * C)
+        assert torch.equal(got, want)  # the same operations per output; gradients are summed in another order
+        for a, b in zip(torch.autograd.grad(got.sum(), (x, h)), (gx, gh)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)  # fir_ref sums in fp32
+
+
+def test_fftconv_in_blocks_of_channels_equals_one_pass():
+    torch.manual_seed(0)
+    u = torch.randn(2, 40, 10, requires_grad=True)
+    h = torch.randn(17, 10, requires_grad=True)
+    want = fftconv_ref(u, h)
+    gu, gh = torch.autograd.grad((want * want).sum(), (u, h))
+    for cols in (1, 3, 9):
+        got = fftconv(u, h, block_elements=cols * 2 * 41)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        for a, b in zip(torch.autograd.grad((got * got).sum(), (u, h)), (gu, gh)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_fir_is_bit_causal():
     x = torch.randn(1, 64, 8, generator=gen(6))
     h = torch.randn(8, 7, generator=gen(7))
