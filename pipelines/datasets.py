@@ -4,11 +4,16 @@ A split's ``tokens.bin`` is one stream of records joined by EOS (byte 0), as Evo
 pretraining data; windows are cut from that stream and may cross an EOS, which teaches the model
 where sequences end. The window length is chosen here, at load time, not when the corpus is built.
 
-Sampling is a pure function of ``(corpus, split, seq_len, seed, index)``:
+Sampling is a pure function of ``(corpus, split, seq_len, seed, index)`` (and of the region BED and weight):
 
 * epoch ``e`` starts the window grid at a random offset in ``[0, seq_len)`` and visits its
   ``num_windows`` non-overlapping windows in a random permutation, so each epoch covers the split
   once, with boundaries that move between epochs;
+* with ``region_bed`` and ``region_weight=w`` (:mod:`evo2lite.pipelines.region_weights`), every window
+  of the epoch's grid that holds at least one base of the BED's regions enters the epoch's permutation
+  ``w`` times (a fractional ``w``: ``floor(w)`` times plus once more with probability ``w - floor(w)``,
+  drawn from the epoch's generator), so an epoch still covers the split and draws those windows ``w`` times
+  as often; epochs then differ in length, and sample ``i`` is found from the epochs' cumulative lengths;
 * reverse-complement augmentation is a per-sample coin flip (probability ``rc_prob``); the
   soft-mask is reversed with the sequence, EOS stays EOS;
 * with several data-parallel ranks, rank ``r`` of ``w`` takes global samples ``r, r + w, ...``.
@@ -31,6 +36,7 @@ import torch
 from evo2lite.errors import Evo2LiteError, InputError
 
 from .corpus import SHARD_FORMAT, SPLITS, chr17_name_reason
+from .region_weights import StreamRegions
 from .windows import complement_lut
 
 __all__ = ["PackedSplit", "TokenWindowDataset"]
@@ -117,6 +123,8 @@ class TokenWindowDataset(torch.utils.data.IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         num_samples: int | None = None,
+        region_bed: str | Path | None = None,
+        region_weight: float = 1.0,
     ):
         super().__init__()
         if seq_len < 1:
@@ -140,8 +148,21 @@ class TokenWindowDataset(torch.utils.data.IterableDataset):
                 f"split {split!r} holds {total} tokens, fewer than one window of seq_len={seq_len} "
                 f"(shuffled windows need {2 * seq_len - 1}); use a shorter seq_len or more data"
             )
+        self.regions: StreamRegions | None = None
+        self.region_state = None
+        if region_bed is not None:
+            if not shuffle:
+                raise InputError("region weights apply to shuffled (training) windows only")
+            if not (np.isfinite(region_weight) and region_weight > 0):
+                raise InputError(f"region_weight must be a positive number, got {region_weight}")
+            from .regions import read_bed
+
+            self.regions = StreamRegions(read_bed(region_bed), self.data.entries, str(region_bed))
+            self.region_weight = float(region_weight)
+            self.region_state = {"bed_sha256": StreamRegions.file_id(region_bed), "weight": self.region_weight}
         self.position = 0  # next sample index in this rank's stream
         self._epoch_cache: tuple[int, int, np.ndarray, np.ndarray] | None = None
+        self._epoch_ends: list[int] = []  # cumulative epoch lengths (region weights only)
 
     # ---- pure sampling ------------------------------------------------------------------------
 
@@ -150,17 +171,53 @@ class TokenWindowDataset(torch.utils.data.IterableDataset):
             if self.shuffle:
                 rng = np.random.default_rng([self.seed, epoch])
                 offset = int(rng.integers(0, self.seq_len))
-                order = rng.permutation(self.num_windows)
-                flips = rng.random(self.num_windows) < self.rc_prob
+                if self.regions is None:
+                    order = rng.permutation(self.num_windows)
+                else:
+                    order = rng.permutation(np.repeat(np.arange(self.num_windows), self._copies(offset, rng)))
+                flips = rng.random(order.size) < self.rc_prob
             else:
                 offset, order = 0, np.arange(self.num_windows)
                 flips = np.zeros(self.num_windows, dtype=bool)
             self._epoch_cache = (epoch, offset, order, flips)
         return self._epoch_cache[1:]
 
+    def _starts(self, offset: int) -> np.ndarray:
+        return offset + np.arange(self.num_windows, dtype=np.int64) * self.seq_len
+
+    def _copies(self, offset: int, rng: np.random.Generator) -> np.ndarray:
+        """How often each window of the grid at `offset` enters the epoch (region weights)."""
+        hit = self.regions.in_windows(self._starts(offset), self.seq_len) > 0
+        w = self.region_weight
+        extra = rng.random(self.num_windows) < w - np.floor(w)
+        return np.where(hit, int(np.floor(w)) + extra, 1)
+
+    def _locate(self, global_index: int) -> tuple[int, int]:
+        """(epoch, index within it) of a global sample: plain division, or the weighted epochs' lengths."""
+        if self.regions is None:
+            return divmod(global_index, self.num_windows)
+        while not self._epoch_ends or self._epoch_ends[-1] <= global_index:
+            n = self._epoch(len(self._epoch_ends))[1].size
+            self._epoch_ends.append((self._epoch_ends[-1] if self._epoch_ends else 0) + n)
+        epoch = int(np.searchsorted(self._epoch_ends, global_index, side="right"))
+        return epoch, global_index - (self._epoch_ends[epoch - 1] if epoch else 0)
+
+    def region_stats(self, epoch: int = 0) -> dict:
+        """Share of the windows drawn in `epoch` that hold region bases, and of the region bases among the
+        tokens drawn, weighted and (same grid) uniform; what train.py logs at start."""
+        offset, order, _ = self._epoch(epoch)
+        per_window = self.regions.in_windows(self._starts(offset), self.seq_len)
+        drawn = per_window[order]
+        return {"bed_bases": self.regions.bases, "bed_bases_outside_split": self.regions.bases_outside,
+                "weight": self.region_weight, "windows_per_epoch": int(order.size),
+                "uniform_windows_per_epoch": self.num_windows,
+                "window_share": float((drawn > 0).mean()), "uniform_window_share": float((per_window > 0).mean()),
+                "token_share": float(drawn.sum() / (order.size * self.seq_len)),
+                "uniform_token_share": float(per_window.sum() / (self.num_windows * self.seq_len))}
+
     def window(self, global_index: int) -> tuple[int, bool]:
         """(start offset in tokens.bin, reverse-complemented?) of global sample ``global_index``."""
-        epoch, k = divmod(int(global_index), self.num_windows)
+        epoch, k = self._locate(int(global_index))
         offset, order, flips = self._epoch(epoch)
         return offset + int(order[k]) * self.seq_len, bool(flips[k])
 
@@ -200,12 +257,19 @@ class TokenWindowDataset(torch.utils.data.IterableDataset):
             yield {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
     def state_dict(self) -> dict:
-        return {"position": self.position, "seed": self.seed, "seq_len": self.seq_len, "split": self.split,
-                "shuffle": self.shuffle, "rc_prob": self.rc_prob, "rank": self.rank,
-                "world_size": self.world_size, "corpus_id": self.data.corpus_id}
+        state = {"position": self.position, "seed": self.seed, "seq_len": self.seq_len, "split": self.split,
+                 "shuffle": self.shuffle, "rc_prob": self.rc_prob, "rank": self.rank,
+                 "world_size": self.world_size, "corpus_id": self.data.corpus_id}
+        if self.region_state is not None:  # absent when unweighted: older checkpoints resume unchanged
+            state["region_weights"] = self.region_state
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         mine = self.state_dict()
+        if state.get("region_weights") != mine.get("region_weights"):
+            raise Evo2LiteError(
+                f"cannot resume: the saved loader state has region_weights={state.get('region_weights')!r} "
+                f"but this loader has {mine.get('region_weights')!r}; resume with the same BED and weight")
         for key, value in state.items():
             if key != "position" and key in mine and mine[key] != value:
                 raise Evo2LiteError(

@@ -2,7 +2,8 @@
 
 What one optimizer step does (the same on 1 process and under torchrun + DDP):
   * every rank draws `global_batch_size / world_size` windows of seq_len + 1 tokens from the train split
-    (evo2lite.pipelines.datasets.TokenWindowDataset: rank r takes global samples r, r + w, ...), in
+    (evo2lite.pipelines.datasets.TokenWindowDataset: rank r takes global samples r, r + w, ...; with
+    `region_weights`, windows overlapping a BED of train regions are drawn `weight` times as often), in
     micro-batches of `micro_batch_size` (gradient accumulation, DDP's no_sync on all but the last);
   * the loss is the weighted next-token cross entropy summed over the whole global batch and divided by
     its total weight (an all-reduced scalar), so the gradient equals one process's with the same batch;
@@ -67,6 +68,7 @@ class TrainConfig:
     seq_len: int = 2048  # tokens the model sees per window (windows hold seq_len + 1 for the targets)
     rc_prob: float = 0.5
     soft_mask_weight: float = 1.0
+    region_weights: dict | None = None  # {bed: PATH, weight: W}: windows overlapping the BED drawn W x as often
     # batch
     global_batch_size: int = 8  # windows per optimizer step, all ranks together
     micro_batch_size: int = 8  # windows per forward pass on one rank
@@ -110,6 +112,10 @@ class TrainConfig:
         if not 0 <= self.min_lr <= self.lr:
             raise ConfigError("need 0 <= min_lr <= lr")
         self.betas = tuple(self.betas)
+        rw = self.region_weights
+        if rw is not None and not (isinstance(rw, dict) and set(rw) == {"bed", "weight"} and isinstance(rw["bed"], str)
+                                   and isinstance(rw["weight"], (int, float)) and not isinstance(rw["weight"], bool)):
+            raise ConfigError(f"region_weights must be {{bed: PATH, weight: NUMBER}}, got {rw!r}")
 
 
 def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
@@ -335,9 +341,17 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, device: str | N
     accum = per_rank // cfg.micro_batch_size
     train_ds = TokenWindowDataset(corpus, "train", cfg.seq_len + 1, seed=cfg.seed, shuffle=True,
                                   rc_prob=cfg.rc_prob, soft_mask_weight=cfg.soft_mask_weight,
-                                  rank=dist_info.dp_rank, world_size=dist_info.dp)
+                                  rank=dist_info.dp_rank, world_size=dist_info.dp,
+                                  region_bed=(cfg.region_weights or {}).get("bed"),
+                                  region_weight=(cfg.region_weights or {}).get("weight", 1.0))
     if trainer:
         train_ds.load_state_dict({**trainer["data"], "rank": dist_info.dp_rank})
+    region_stats = train_ds.region_stats() if train_ds.regions is not None else None
+    if region_stats and dist_info.main:
+        r = region_stats
+        note(f"region_weights x{r['weight']:g}: windows holding BED bases {r['window_share']:.1%} of draws "
+             f"(uniform {r['uniform_window_share']:.1%}), BED bases {r['token_share']:.2%} of drawn tokens "
+             f"(uniform {r['uniform_token_share']:.2%}); {r['bed_bases_outside_split']:,} BED bases outside the split")
     eval_split = PackedSplit(corpus, cfg.eval_split) if (corpus / cfg.eval_split / "index.json").is_file() else None
 
     # model and optimizer
@@ -370,7 +384,7 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, device: str | N
         log.write({"event": "start", "step": 0, "config": dataclasses.asdict(cfg),
                    "model": model.config.to_dict(), "num_params": sum(p.numel() for p in model.parameters()),
                    "world_size": dist_info.world, "context_parallel": dist_info.cp, "device": str(dev),
-                   "bf16": use_bf16, "accum": accum})
+                   "bf16": use_bf16, "accum": accum, "region_stats": region_stats})
 
     def checkpoint() -> None:
         if dist_info.main:
