@@ -11,6 +11,8 @@ Parts, in order, each skipped (and said so) when the time left cannot hold it:
   blocks  one block of each kind at the model shape (default evo2_7b: D=4096, 32 heads, random bf16 weights):
           forward and forward+backward ms on 1 device (whole sequence) vs N (shards), p2p vs a2a for MR and
           LR, and the communication alone (halo, all-to-all round trip, ring K/V passes, state all-gather).
+          SE and MR p2p run the fused op per chunk where it serves one device (CUDA); the "p2p seams" rows
+          time the same blocks on the wrapped seams (reference FIR/FFT ops, ContextParallel.fused_hyena off).
   model   the whole model: forward (no grad) and a training step (forward + backward with per-block
           activation checkpointing, + the gradient all-reduce over the CP ranks; no optimizer) at each
           --lengths on 1 device (plain forward, or our streaming prefill when the plain one runs out of
@@ -203,15 +205,17 @@ class Bench:
         gen = torch.Generator(self.dev).manual_seed(0)
         x_full = torch.randn(1, L, D, generator=gen, device=self.dev, dtype=torch.bfloat16)
         x_loc = self.shard(x_full)
-        runs = [("S", "p2p"), ("M", "p2p"), ("M", "a2a"), ("L", "a2a"), ("L", "p2p"), ("A", "ring")]
+        runs = [("S", "p2p"), ("S", "p2p seams"), ("M", "p2p"), ("M", "p2p seams"), ("M", "a2a"), ("L", "a2a"),
+                ("L", "p2p"), ("A", "ring")]
         seen = set()
         for kind, scheme in runs:
             if not self.agree(self.left() > 20):
                 self.skip(f"block {kind} {scheme} at {human(L)}", "budget")
                 continue
             block = model.blocks[cfg.layout.index(kind)]
-            ctx.mr_scheme = scheme if kind == "M" else ctx.mr_scheme
+            ctx.mr_scheme = scheme.split()[0] if kind == "M" else ctx.mr_scheme
             ctx.lr_scheme = scheme if kind == "L" else ctx.lr_scheme
+            ctx.fused_hyena = not scheme.endswith("seams")
 
             def fwd(x):
                 with torch.no_grad():
@@ -239,6 +243,7 @@ class Bench:
 
                     row[f"{name}_1_s"], row[f"{name}_1_gib"] = self.solo(one) or (None, None)
             seen.add(kind)
+            ctx.fused_hyena = True
             self.result["blocks"].append(row)
             self.log(f"block {kind} {scheme} L={human(L)}: " + ", ".join(
                 f"{k} {v * 1e3:.1f} ms" for k, v in row.items() if k.endswith("_s") and v is not None))

@@ -169,10 +169,17 @@ class HyenaMixer(nn.Module):
             self.filter.backend = value
 
     def _fused(self, a_BLD: torch.Tensor, state: dict | None) -> bool:
-        # exact types: a wrapped seam (context parallelism) keeps its own path; a parametrised filter (training,
-        # train_params.make_trainable: h = h_hat * decay) is still its class and runs fused
-        if (self.backend == "reference" or type(self.featurizer) is not ShortFilter
-                or type_before_parametrizations(self.filter) not in (ShortFilter, MediumFilter)
+        # exact types: a wrapped seam (context parallelism, which runs this op per zigzag chunk itself) keeps its
+        # own path; a parametrised filter (training, train_params.make_trainable: h = h_hat * decay) is still its
+        # class and runs fused
+        return (type(self.featurizer) is ShortFilter
+                and type_before_parametrizations(self.filter) in (ShortFilter, MediumFilter)
+                and self._fusable(a_BLD, state))
+
+    def _fusable(self, a_BLD: torch.Tensor, state: dict | None) -> bool:
+        """Whether the fused SE/MR op serves this call (kind, backend, device, carried state), whatever wraps the
+        seams (evo2lite/parallel/context.py asks it)."""
+        if (self.backend == "reference" or not isinstance(self.filter, (ShortFilter, MediumFilter))
                 or self.featurizer.h.shape[1] != 3):
             return False
         if state is not None and ("featurizer_tail" in state or "filter_tail" in state) \
@@ -207,6 +214,12 @@ class HyenaMixer(nn.Module):
         state["sigma"] = out[1]
         return out[0]
 
+    def _fused_core(self, z_BLC: torch.Tensor) -> torch.Tensor:
+        """The fused SE/MR op, featurizer to post-gate: (B, L, 3D) projections -> (B, L, D)."""
+        mr = isinstance(self.filter, MediumFilter)
+        return hyena_conv(z_BLC, self.featurizer.h, self.filter.h, self.filter.D if mr else None,
+                          current_tap="first" if mr else "last", backend="triton")
+
     def _reach(self) -> int:
         """Outputs of a chunk that depend on inputs before it: the filter's K - 1 pre-gates back, each of which
         reads featurizer_len - 1 projections further back."""
@@ -233,9 +246,7 @@ class HyenaMixer(nn.Module):
             return self.out_proj(self._lr_core(self.in_proj(a_BLD), state))
         if self._fused(a_BLD, state):
             z_BLC = self.in_proj(a_BLD)
-            mr = type_before_parametrizations(self.filter) is MediumFilter
-            y_BLD = hyena_conv(z_BLC, self.featurizer.h, self.filter.h, self.filter.D if mr else None,
-                               current_tap="first" if mr else "last", backend="triton")
+            y_BLD = self._fused_core(z_BLC)
             if state is not None:
                 if "featurizer_tail" in state:  # the head that reaches back into the carried tails
                     head = self._reach()

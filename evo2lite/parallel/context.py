@@ -9,6 +9,9 @@ sequence parts (embedding, norms, projections, gates, MLPs, loss) is per token a
 Schemes, per sequence part:
   featurizer (K=3), Hyena-SE (K=7)   "p2p":   halo of the K-1 inputs before each chunk (comm.halo_exchange)
   Hyena-MR (K=128)                   "p2p" (default) or "a2a"
+  Hyena-SE, Hyena-MR "p2p", where the fused op (kernels/hyena) would serve one device: the whole mixer core
+                                     (featurizer to post-gate) as one hyena_conv per chunk, on the chunk's
+                                     projections with the R = (F-1) + (K-1) before it as halo (_CPHyenaMixer)
   Hyena-LR (modal, per channel)      "a2a" (default): all-to-all to channel shards, local FFT conv over the
                                      whole length, all-to-all back; or "p2p": each chunk convolved locally
                                      plus the modal state of all earlier chunks (exact for a sum of
@@ -19,7 +22,8 @@ the sequence shard), so a channel's q/k/v triple is never split and filter group
 boundaries (the size must divide the MR groups for MR a2a, and d_model for LR a2a).
 
 Legend: B batch, l local length 2c, c chunk length, L global length, D d_model, d = D / N, C channels,
-K filter length, G filter groups, S poles per channel.
+K filter length, G filter groups, S poles per channel, F featurizer length, R = (F-1) + (K-1) the fused
+op's halo, T = R + c a chunk with its halo.
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ import torch
 from ..kernels.fftconv import fftconv
 from ..kernels.fir import fir
 from ..kernels.modal import modal_conv, modal_state_output_ref, modal_state_update_ref
-from ..mixers import AttentionCore, MediumFilter, ModalFilter, ShortFilter
+from ..mixers import AttentionCore, HyenaMixer, MediumFilter, ModalFilter, ShortFilter
 from .comm import CPGroup, all_gather, channel_to_seq, halo_exchange, seq_to_channel
 from .ring_attention import ring_attention
 from .zigzag import ContextParallelError, zigzag_positions
 
 SCHEMES = {"mr": ("p2p", "a2a"), "lr": ("a2a", "p2p")}
+# kernels/hyena indexes one sequence with int32 offsets and hands longer inputs to the reference ops
+KERNEL_MAX_ELEMENTS = 2 ** 31 - 1
 
 
 @dataclass
@@ -48,6 +54,7 @@ class ContextParallel:
     lr_scheme: str = "a2a"
     attention_impl: str = "auto"
     enabled: bool = True
+    fused_hyena: bool = True  # False: SE/MR always run the wrapped seams (the benchmark's comparison)
     wrapped: list = field(default_factory=list)
 
     def check_local(self, length: int, min_chunk: int = 1) -> int:
@@ -149,6 +156,44 @@ class _CPModalFilter:
         return torch.cat([s_a, s_b], dim=1)
 
 
+class _CPHyenaMixer:
+    """Hyena-SE, and Hyena-MR under the p2p scheme, on the fused op when it would serve one device (backend
+    "triton", or "auto" on CUDA): every output of a chunk reads only the R = (F-1) + (K-1) projections z before
+    it (HyenaMixer._reach), so each chunk runs hyena_conv on [R halo rows, chunk] and drops the halo's outputs.
+    One exchange of R rows of z (B, R, 3D) per chunk replaces the featurizer's and the filter's halos, and the
+    fp32 temporaries of the reference ops go. Everything else (LR, MR a2a, the reference backend, CPU without
+    "triton", chunks shorter than R) runs the wrapped seams."""
+
+    def _fused(self, a_BLD: torch.Tensor, state: dict | None) -> bool:
+        # CP switched off (one rank evaluating, streaming): the seams run single-device, so the fused op serves
+        # exactly as without CP
+        return not self._cp.enabled and self._fusable(a_BLD, state)
+
+    def forward(self, a_BLD: torch.Tensor, state: dict | None = None, position: int = 0) -> torch.Tensor:
+        ctx = self._cp
+        if (not ctx.enabled or not ctx.fused_hyena or not self._fusable(a_BLD, state)  # LR: not fusable
+                or (isinstance(self.filter, MediumFilter) and ctx.mr_scheme != "p2p")
+                or a_BLD.shape[1] < 2 * self._reach()):
+            return self._cp_base.forward(self, a_BLD, state, position)
+        R = self._reach()
+        _no_state(state)
+        c = ctx.check_local(a_BLD.shape[1], R)
+        z_BlC = self.in_proj(a_BLD)
+        halo_a, halo_b = halo_exchange(z_BlC, R + 1, ctx.cp)  # zeros before the sequence's first chunk
+        y_a = _fused_after(self, torch.cat([halo_a, z_BlC[:, :c]], dim=1), R)
+        y_b = _fused_after(self, torch.cat([halo_b, z_BlC[:, c:]], dim=1), R)
+        return self.out_proj(torch.cat([y_a, y_b], dim=1))
+
+
+def _fused_after(mixer, z_BTC: torch.Tensor, R: int) -> torch.Tensor:
+    """The fused op's outputs at positions R.. of z (its first R rows are context only), in pieces short enough
+    for the kernels (at 1M tokens on 2 ranks a chunk of the 7B shape is not), each with its own R rows before."""
+    T = z_BTC.shape[1]
+    step = max(1, KERNEL_MAX_ELEMENTS // z_BTC.shape[2] - R)
+    pieces = [mixer._fused_core(z_BTC[:, s:s + R + step])[:, R:] for s in range(0, T - R, step)]
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
+
+
 class _CPAttentionCore:
     def forward(self, q_BHlE, k_BHTE, v_BHTE):
         ctx = self._cp
@@ -168,7 +213,7 @@ class _CPAttentionCore:
 
 
 _MIXINS = ((ShortFilter, _CPShortFilter), (MediumFilter, _CPMediumFilter), (ModalFilter, _CPModalFilter),
-           (AttentionCore, _CPAttentionCore))
+           (AttentionCore, _CPAttentionCore), (HyenaMixer, _CPHyenaMixer))
 _CLASSES: dict[type, type] = {}
 
 

@@ -16,6 +16,7 @@ from evo2lite.model import StripedHyena2, init_weights_
 
 TINY = dict(d_model=32, num_heads=2, d_mlp=48, num_se_groups=4, num_mr_groups=4, mr_filter_len=16,
             rotary_scale=4.0, context_len=256)
+FUSED = {**TINY, "d_model": 16, "num_se_groups": 2, "num_mr_groups": 2}  # Triton's interpreter is slow
 
 
 def _randomise(model: StripedHyena2, seed: int) -> StripedHyena2:
@@ -151,6 +152,107 @@ def check_bf16_attention(out: dict, world: int, rank: int, L: int) -> None:
                                     float(ref.abs().max())]
 
 
+class _FusedCalls:
+    """Counts, on every rank, the fused op's calls (evo2lite.mixers.hyena_conv) and the calls of the Hyena
+    mixers' wrapped seams (featurizer, filter): the fused CP path calls the op once per chunk (or piece) and
+    no seam."""
+
+    def __init__(self, model) -> None:
+        import evo2lite.mixers as mixers
+
+        self.conv = self.seams = 0
+        real = mixers.hyena_conv
+
+        def counting(*args, **kwargs):
+            self.conv += 1
+            return real(*args, **kwargs)
+
+        mixers.hyena_conv, self._restore = counting, (mixers, real)
+        self._hooks = [seam.register_forward_pre_hook(self._seam) for m in model.modules()
+                       if isinstance(m, mixers.HyenaMixer) for seam in (m.featurizer, m.filter)]
+
+    def _seam(self, *_) -> None:
+        self.seams += 1
+
+    def close(self, group=None) -> list[int]:
+        import torch.distributed as dist
+
+        setattr(self._restore[0], "hyena_conv", self._restore[1])
+        for h in self._hooks:
+            h.remove()
+        counts = torch.tensor([self.seams, self.conv])
+        dist.all_reduce(counts, group=group)
+        return counts.tolist()
+
+
+def check_fused(out: dict, world: int, rank: int) -> None:
+    """SE and MR blocks, and a trainable S/M model, on the fused op (backend "triton"; Triton's interpreter
+    on the CPU) under CP against one process on the same op: outputs, input and every parameter gradient, at
+    zigzag chunks exactly the halo R = (F-1) + (K-1) long and longer, and (MR) shorter than R but not than
+    K-1 (the wrapped seams then); at c = R + 6 the op's input limit is lowered so that each chunk runs as two
+    pieces of <= 12 outputs (as 1M-token chunks of the 7B shape do). Records "<tag> calls": [seam calls,
+    fused-op calls] summed over the ranks."""
+    from evo2lite.kernels.hyena import triton as hyena_triton
+    from evo2lite.mixers import set_backend
+    from evo2lite.parallel import apply_context_parallel, context, shard_sequence
+    from evo2lite.train_params import make_trainable
+
+    hyena_triton.POISON = True  # the kernels' outputs start as NaN: an unwritten element shows
+
+    reach = {"S": 2 + 6, "M": 2 + FUSED["mr_filter_len"] - 1}
+    # SE at c > R is the model's (c = 20) below: each interpreted op costs seconds
+    for kind, chunks in (("S", (reach["S"],)), ("M", (reach["M"], reach["M"] + 6, FUSED["mr_filter_len"] - 1))):
+        ref = _randomise(StripedHyena2(ModelConfig(layout=kind, **FUSED)), seed=11)
+        set_backend(ref, "triton")
+        model = copy.deepcopy(ref)
+        apply_context_parallel(model, None)
+        for c in chunks:
+            L = 2 * world * c
+            gen = torch.Generator().manual_seed(L)
+            x = torch.randn(1, L, FUSED["d_model"], generator=gen)
+            g = torch.randn(1, L, FUSED["d_model"], generator=gen)
+            ref.zero_grad()
+            x_ref = x.clone().requires_grad_()
+            y_ref = ref.blocks[0](x_ref)[0]
+            (y_ref * g).sum().backward()
+            model.zero_grad()
+            counter = _FusedCalls(model)
+            limit = context.KERNEL_MAX_ELEMENTS
+            if c == reach["M"] + 6:
+                context.KERNEL_MAX_ELEMENTS = (reach["M"] + 12) * 3 * FUSED["d_model"]
+            x_cp = shard_sequence(x, world, rank).requires_grad_()
+            y_cp = model.blocks[0](x_cp)[0]
+            (y_cp * shard_sequence(g, world, rank)).sum().backward()
+            context.KERNEL_MAX_ELEMENTS = limit
+            tag = f"fused block {kind} c={c}{' (< R)' if c < reach[kind] else ''}"
+            out[f"{tag} calls"] = counter.close()
+            _record(out, f"{tag} out", y_cp, shard_sequence(y_ref, world, rank))
+            _record(out, f"{tag} dx", x_cp.grad, shard_sequence(x_ref.grad, world, rank))
+            grads = _grads(model, None)
+            for name, p in ref.named_parameters():
+                if name.startswith("blocks."):
+                    _record(out, f"{tag} d{name}", grads[name], p.grad)
+    # a trainable model (MR filter parametrised, as the trainer runs it): logits' loss and every gradient
+    ref = make_trainable(_randomise(StripedHyena2(ModelConfig(layout="SM", **FUSED)), seed=12))
+    set_backend(ref, "triton")
+    model = copy.deepcopy(ref)
+    apply_context_parallel(model, None)
+    L = 2 * world * (reach["M"] + 3)
+    gen = torch.Generator().manual_seed(13)
+    ids = torch.randint(0, 256, (1, L + 1), generator=gen)
+    logits_ref = ref(ids[:, :-1])
+    F.cross_entropy(logits_ref[0], ids[0, 1:], reduction="sum").backward()
+    counter = _FusedCalls(model)
+    logits = model(shard_sequence(ids[:, :-1], world, rank))
+    F.cross_entropy(logits[0], shard_sequence(ids[:, 1:], world, rank)[0], reduction="sum").backward()
+    tag = f"fused model SM L={L}"
+    out[f"{tag} calls"] = counter.close()
+    _record(out, f"{tag} out", logits, shard_sequence(logits_ref, world, rank))
+    grads = _grads(model, None)
+    for name, p in ref.named_parameters():
+        _record(out, f"{tag} d{name}", grads[name], p.grad)
+
+
 def worker(rank: int, world: int, port: int, path: str, which: str) -> None:
     import torch.distributed as dist
 
@@ -159,6 +261,8 @@ def worker(rank: int, world: int, port: int, path: str, which: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    if which == "fused":  # before any Triton kernel module is imported in this (spawned) process
+        os.environ["TRITON_INTERPRET"] = "1"
     init_distributed("cpu", timeout_s=60)
     out: dict = {}
     try:
@@ -169,6 +273,8 @@ def worker(rank: int, world: int, port: int, path: str, which: str) -> None:
             check_model(out, world, rank, "SMLA", 2 * world * 20)
             check_mesh(out, world, rank, 2 * world * 16)
             check_bf16_attention(out, world, rank, 2 * world * 32)
+        if which == "fused":
+            check_fused(out, world, rank)
         if rank == 0:
             with open(path, "w") as fh:
                 json.dump(out, fh)

@@ -24,7 +24,7 @@ def _run(tmp_path, world: int, which: str) -> dict:
 
 
 def _check(results: dict, prefix: str) -> None:
-    selected = {k: v for k, v in results.items() if k.startswith(prefix)}
+    selected = {k: v for k, v in results.items() if k.startswith(prefix) and not k.endswith(" calls")}
     assert selected, f"no checks named {prefix!r}"
     bad = {k: v for k, v in selected.items() if not v[0] <= RTOL * v[1] + 1e-7}
     assert not bad, f"{len(bad)} of {len(selected)} off: {dict(list(bad.items())[:5])}"
@@ -57,6 +57,29 @@ def test_device_mesh_cp_dimension(two_ranks):
 def test_training_step_equals_one_process(two_ranks, prefix):
     _check(two_ranks, prefix)
     assert any(k.endswith(" loss") for k in two_ranks if k.startswith(prefix))
+
+
+@pytest.fixture(scope="module")
+def fused(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("cpf"), 2, "fused")  # the workers set TRITON_INTERPRET=1
+
+
+@pytest.mark.parametrize("prefix,ops", [("fused block S c=8 ", 4), ("fused block M c=17 ", 4),
+                                        ("fused block M c=23 ", 8), ("fused model SM ", 8)])
+def test_fused_hyena_equals_one_process_on_the_fused_op(fused, prefix, ops):
+    # SE and MR under CP on the fused Triton op (interpreted), chunks exactly the halo R long (c=8 SE, 17 MR)
+    # and longer (MR c=23 in two pieces per chunk), and a trainable S/M model: outputs, input and every
+    # parameter gradient against one process on the same op; the op ran once per chunk or piece (2 ranks x 2
+    # chunks per block) and no wrapped seam ran
+    _check(fused, prefix)
+    (calls,) = [v for k, v in fused.items() if k.startswith(prefix) and k.endswith(" calls")]
+    assert calls == [0, ops]
+
+
+def test_fused_hyena_chunks_shorter_than_the_halo_take_the_seams(fused):
+    # MR chunks of K-1 = 15 tokens, shorter than R = 17: the wrapped seams (exact), not the fused op
+    _check(fused, "fused block M c=15 (< R) ")
+    assert fused["fused block M c=15 (< R) calls"][0] > 0 and fused["fused block M c=15 (< R) calls"][1] == 0
 
 
 @pytest.mark.slow
