@@ -17,12 +17,6 @@ gpu = pytest.mark.skipif(not CUDA, reason="needs CUDA")
 DEV = "cuda" if CUDA else "cpu"
 
 
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch):
-    from evo2lite.kernels.hyena import triton as hyena_triton
-    monkeypatch.setattr(hyena_triton, "POISON", True)
-
-
 def _inputs(B, L, D, G, K, mr, seed):
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(B, L, 3 * D, generator=gen)

