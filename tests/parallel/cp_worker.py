@@ -47,6 +47,22 @@ def _grads(model, group) -> dict[str, torch.Tensor]:
     return grads
 
 
+def _block_input(B: int, L: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input of one block and the output gradient that weights it, seeded by the length."""
+    gen = torch.Generator().manual_seed(L)
+    return torch.randn(B, L, d, generator=gen), torch.randn(B, L, d, generator=gen)
+
+
+def _block_pass(model, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward of the model's first block on (a shard of) x, weighted by g, from zeroed
+    gradients: (x with its gradient, the block's output)."""
+    model.zero_grad()
+    x = x.clone().requires_grad_()
+    y = model.blocks[0](x)[0]
+    (y * g).sum().backward()
+    return x, y
+
+
 def check_blocks(out: dict, world: int, rank: int, lengths: list[int]) -> None:
     from evo2lite.parallel import apply_context_parallel, shard_sequence
 
@@ -59,17 +75,9 @@ def check_blocks(out: dict, world: int, rank: int, lengths: list[int]) -> None:
                 model = copy.deepcopy(ref)
                 apply_context_parallel(model, None, mr_scheme=mr, lr_scheme=lr, attention_impl=impl)
                 for L in lengths:
-                    gen = torch.Generator().manual_seed(L)
-                    x = torch.randn(2, L, TINY["d_model"], generator=gen)
-                    g = torch.randn(2, L, TINY["d_model"], generator=gen)
-                    ref.zero_grad()
-                    x_ref = x.clone().requires_grad_()
-                    y_ref = ref.blocks[0](x_ref)[0]
-                    (y_ref * g).sum().backward()
-                    model.zero_grad()
-                    x_cp = shard_sequence(x, world, rank).requires_grad_()
-                    y_cp = model.blocks[0](x_cp)[0]
-                    (y_cp * shard_sequence(g, world, rank)).sum().backward()
+                    x, g = _block_input(2, L, TINY["d_model"])
+                    x_ref, y_ref = _block_pass(ref, x, g)
+                    x_cp, y_cp = _block_pass(model, shard_sequence(x, world, rank), shard_sequence(g, world, rank))
                     tag = f"block {kind} mr={mr} lr={lr} attn={impl} L={L}"
                     _record(out, f"{tag} out", y_cp, shard_sequence(y_ref, world, rank))
                     _record(out, f"{tag} dx", x_cp.grad, shard_sequence(x_ref.grad, world, rank))
@@ -208,21 +216,13 @@ def check_fused(out: dict, world: int, rank: int) -> None:
         apply_context_parallel(model, None)
         for c in chunks:
             L = 2 * world * c
-            gen = torch.Generator().manual_seed(L)
-            x = torch.randn(1, L, FUSED["d_model"], generator=gen)
-            g = torch.randn(1, L, FUSED["d_model"], generator=gen)
-            ref.zero_grad()
-            x_ref = x.clone().requires_grad_()
-            y_ref = ref.blocks[0](x_ref)[0]
-            (y_ref * g).sum().backward()
-            model.zero_grad()
+            x, g = _block_input(1, L, FUSED["d_model"])
+            x_ref, y_ref = _block_pass(ref, x, g)
             counter = _FusedCalls(model)
             limit = context.KERNEL_MAX_ELEMENTS
             if c == reach["M"] + 6:
                 context.KERNEL_MAX_ELEMENTS = (reach["M"] + 12) * 3 * FUSED["d_model"]
-            x_cp = shard_sequence(x, world, rank).requires_grad_()
-            y_cp = model.blocks[0](x_cp)[0]
-            (y_cp * shard_sequence(g, world, rank)).sum().backward()
+            x_cp, y_cp = _block_pass(model, shard_sequence(x, world, rank), shard_sequence(g, world, rank))
             context.KERNEL_MAX_ELEMENTS = limit
             tag = f"fused block {kind} c={c}{' (< R)' if c < reach[kind] else ''}"
             out[f"{tag} calls"] = counter.close()
