@@ -150,23 +150,22 @@ def exon_intervals(exons: dict[str, list[tuple[int, int]]], entries: list[dict],
     pieces of the split (of `organism` only, when given), merged; sorted by record, then start."""
     if pad < 0:
         raise RegionError(f"pad must be >= 0, got {pad}")
-    rows = []
+    clipped: dict[str, tuple[list, list]] = {}  # record -> (starts, ends) of the padded exons in its pieces
     for key, pieces in sorted(_records([e for e in entries if organism in (None, e["organism"])]).items()):
         if key not in exons or len({e["source"] for e in pieces}) > 1:
             continue
         ex = np.array(exons[key], dtype=np.int64).reshape(-1, 2)
         s, t = _merge(ex[:, 0] - pad, ex[:, 1] + pad)
-        for e in sorted(pieces, key=lambda e: e["start"]):
+        for e in pieces:
             a, b = np.maximum(s, e["start"]), np.minimum(t, e["end"])
-            ok = a < b
-            rows += [(e["record"], int(x), int(y)) for x, y in zip(a[ok], b[ok])]
-    # pieces of one record are disjoint, so clipped parts never overlap; join the ones that touch
+            starts, ends = clipped.setdefault(e["record"], ([], []))
+            starts.append(a)
+            ends.append(b)
+    # a record's pieces are disjoint, so its clipped parts only touch: one more merge joins them
     out: list[tuple[str, int, int]] = []
-    for rec, a, b in sorted(rows, key=lambda r: (r[0], r[1])):
-        if out and out[-1][0] == rec and a <= out[-1][2]:
-            out[-1] = (rec, out[-1][1], max(b, out[-1][2]))
-        else:
-            out.append((rec, a, b))
+    for rec in sorted(clipped):
+        a, b = _merge(np.concatenate(clipped[rec][0]), np.concatenate(clipped[rec][1]))
+        out += [(rec, int(x), int(y)) for x, y in zip(a, b)]
     return out
 
 
