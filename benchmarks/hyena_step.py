@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from _common import bootstrap, default_out  # noqa: E402
+from _common import bootstrap, default_device_dtype, default_out  # noqa: E402
 
 bootstrap()
 
@@ -79,7 +79,7 @@ def time_us(fn, device, reps: int, iters: int) -> float:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=None, help="cuda when there is one, else cpu")
     p.add_argument("--dtype", default=None, help="bfloat16 (CUDA default) or float32 (CPU default)")
     p.add_argument("--d-model", type=int, default=4096)
     p.add_argument("--batch", type=int, default=1)
@@ -88,8 +88,8 @@ def main(argv=None) -> None:
     p.add_argument("--iters", type=int, default=20, help="graph replays timed")
     p.add_argument("--out", default=default_out())
     args = p.parse_args(argv)
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    default_device_dtype(args)
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     variants = ["reference"] + [f"triton BD={b}" for b in args.block_d.split(",")]
     rows = []
     for kind in "SML":
