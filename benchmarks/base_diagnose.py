@@ -25,7 +25,6 @@ same forward pass (the downstream positions' change is left out), and reports th
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import sys
@@ -164,7 +163,9 @@ def train_coding(corpus: Path, annotation: str, fastas: dict[str, str]) -> dict:
     """Human tokens of a 2-bit pack's train split, and the exonic and derived-CDS bases (vep_human.py's rule:
     the longest ORF of the merged exons, >= 150 codons; start and stop codons not counted) of the annotated
     genes lying wholly inside its human train ranges, per contig."""
-    entries = json.load(gzip.open(corpus / "train.index.json.gz"))["entries"]
+    from evo2lite.pipelines.region_weights import split_index
+
+    entries = split_index(corpus)["entries"]
     human = [e for e in entries if e["organism"] == "Homo sapiens"]
     out = {"train_tokens": sum(e["length"] for e in entries), "human_tokens": sum(e["length"] for e in human)}
     code = standard_code()
