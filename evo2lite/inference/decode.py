@@ -52,7 +52,8 @@ class Decoder:
     attention: "sdpa" (fused masked attention over the capacity) or "split" (the keys split into
     blocks that run in parallel: flash-decoding in plain ops, for long contexts). step_backend: the
     Hyena blocks' core between the projections, `hyena_step`'s backend: "auto" is the fused Triton kernel
-    on CUDA (one launch per block instead of ~15), except under compile, which fuses the plain ops itself.
+    on CUDA (one launch per block instead of ~15), except under compile, which fuses the plain ops itself, and
+    for a mixer switched to "reference" (evo2lite.mixers.set_backend).
 
     The decoder copies the small recurrent states; it adopts a single state's KV buffer instead of
     copying it when it can (one state, all rows in order, enough capacity; a larger buffer raises the
@@ -181,11 +182,13 @@ class Decoder:
     def _hyena(self, i: int, block, a_B1D: torch.Tensor) -> torch.Tensor:
         mixer, prm, buf = block.mixer, self.params[i], self.buffers[i]
         z_BC = mixer.in_proj(a_B1D)[:, 0]
+        # set_backend(model, "reference") forces the plain-PyTorch path here too, unless step_backend says otherwise
+        backend = "reference" if self.step_backend == "auto" and mixer.backend == "reference" else self.step_backend
         # featurizer, gates and filter (or modal state) of one token; the tails and sigma advance in place
         y_BD = hyena_step(z_BC, buf["featurizer_tail"], prm["featurizer_KC"], kind=block.kind,
                           filter_tail_BKD=buf.get("filter_tail"), filter_KD=prm.get("filter_KD"),
                           sigma_BDS=buf.get("sigma"), poles_DS=prm.get("poles_DS"),
-                          residues_DS=prm.get("residues_DS"), skip_D=prm.get("skip_D"), backend=self.step_backend)
+                          residues_DS=prm.get("residues_DS"), skip_D=prm.get("skip_D"), backend=backend)
         return mixer.out_proj(y_BD[:, None])
 
     def _attention(self, i: int, block, a_B1D: torch.Tensor) -> torch.Tensor:

@@ -245,3 +245,30 @@ def test_decoder_adopts_a_buffer_grown_by_half(model):
     assert decoder.capacity == 128
     for t in range(100, 100 + steps):
         assert _rel(decoder.step(ids[:, t]), full[:, t]) < RTOL, f"position {t}"
+
+
+def test_set_backend_reference_reaches_the_decode_step(model, monkeypatch):
+    """set_backend(model, "reference") forces the plain-PyTorch path in cached decode too: an "auto" decoder
+    hands hyena_step backend "reference" for those mixers (and "auto" otherwise)."""
+    import evo2lite.inference.decode as decode
+    from evo2lite.mixers import set_backend
+
+    seen = []
+    real = decode.hyena_step
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["backend"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decode, "hyena_step", spy)
+    ids = _ids(1, 12, seed=5)
+    _, state = prefill(model, ids[:, :10])
+    Decoder(model, state.clone(), capacity=12, cuda_graph=False).step(ids[:, 10])
+    assert seen and set(seen) == {"auto"}
+    set_backend(model, "reference")
+    try:
+        seen.clear()
+        Decoder(model, state.clone(), capacity=12, cuda_graph=False).step(ids[:, 10])
+        assert seen and set(seen) == {"reference"}
+    finally:
+        set_backend(model, "auto")
