@@ -13,6 +13,7 @@ reads only the pickle / safetensors header and yields tensors one at a time from
 
 from __future__ import annotations
 
+import difflib
 import io
 import itertools
 import json
@@ -37,6 +38,9 @@ from .model import FP32_PARAMS, StripedHyena2
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
+# The shipped models by full name (the folders pyproject's package data ships); no --model is evo2lite-small.
+SHIPPED_MODELS = {"evo2lite-small": DEFAULT_MODEL_DIR, "evo2lite-base": DEFAULT_MODEL_DIR.parent / "base"}
+SHIPPED_ALIASES = {"small": "evo2lite-small", "base": "evo2lite-base"}
 
 # Our name suffix <- vortex name suffix, per block kind (spec §4.2). Shapes are reshaped where the
 # vortex tensor carries a singleton dim.
@@ -430,14 +434,30 @@ def official_in(directory: Path) -> Path | None:
     return candidates[0] if candidates else None
 
 
+def shipped_name(spec) -> str | None:
+    """The full name of the shipped model `spec` names (small, base, evo2lite-small, evo2lite-base), else
+    None. As with the Evo 2 names, an existing local path of that name wins (it is opened as a path)."""
+    text = str(spec)
+    name = SHIPPED_ALIASES.get(text, text)
+    return name if name in SHIPPED_MODELS and not Path(text).exists() else None
+
+
+def _open_shipped(directory: Path, what: str, source: str) -> Opened:
+    if not (directory / WEIGHTS_FILE).exists():
+        raise CheckpointError(f"the {what} is missing from this installation (no {directory / WEIGHTS_FILE}); "
+                              "pass --model DIR | X.pt --config Y.yml | hf:REPO")
+    return _open_our_dir(directory, source)
+
+
 def open_checkpoint(spec: str | Path | None, config: str | Path | ModelConfig | None = None) -> Opened:
     """Open any model spec accepted by --model except the Evo 2 short names (evo2lite.loading resolves
-    those): None (the shipped model), our directory, an Evo 2 .pt / .pt.part0 with `config`, hf:REPO."""
+    those): None (the shipped default), a shipped model's name, our directory, an Evo 2 .pt / .pt.part0
+    with `config`, hf:REPO."""
     if spec is None:
-        if not (DEFAULT_MODEL_DIR / WEIGHTS_FILE).exists():
-            raise CheckpointError("the shipped default model is missing from this installation; "
-                                  "pass --model DIR | X.pt --config Y.yml | hf:REPO")
-        return _open_our_dir(DEFAULT_MODEL_DIR, "shipped default model")
+        return _open_shipped(DEFAULT_MODEL_DIR, "shipped default model evo2lite-small", "shipped default model")
+    name = shipped_name(spec)
+    if name is not None:
+        return _open_shipped(SHIPPED_MODELS[name], f"shipped model {name}", f"shipped model {name}")
     text = str(spec)
     if text.startswith("hf:"):
         repo = text[3:]
@@ -459,13 +479,18 @@ def open_checkpoint(spec: str | Path | None, config: str | Path | ModelConfig | 
         if (path / WEIGHTS_FILE).exists() or ((path / CONFIG_FILE).exists() and official is None):
             return _open_our_dir(path, str(path))
         if official is None:
-            raise CheckpointError(f"{path}: not a model directory (no {CONFIG_FILE}/{WEIGHTS_FILE}, no .pt)")
+            full = SHIPPED_ALIASES.get(text, text)
+            hint = "" if full not in SHIPPED_MODELS else f"; this local path hides the shipped model {full}" + (
+                f" (--model {full} still names it)" if full != text else "")
+            raise CheckpointError(f"{path}: not a model directory (no {CONFIG_FILE}/{WEIGHTS_FILE}, no .pt){hint}")
         path = official
     if re.search(r"\.pt(\.part\d+)?$", path.name) or path.suffix in (".pt", ".pth", ".ckpt"):
         return _open_official(path, config, str(path))
     if not path.exists():
-        raise Evo2LiteError(f"model not found: {text!r} (expected a model directory, an Evo 2 .pt, "
-                            f"hf:REPO, an Evo 2 name, or nothing for the shipped model)")
+        close = difflib.get_close_matches(text, [*SHIPPED_ALIASES, *SHIPPED_MODELS], n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise Evo2LiteError(f"model not found: {text!r} ({hint}expected a model directory, an Evo 2 .pt, "
+                            f"hf:REPO, an Evo 2 name, or a shipped model: small (the default) or base)")
     raise CheckpointError(f"{text}: unknown model format (expected a directory or a .pt checkpoint)")
 
 

@@ -64,7 +64,8 @@ def _top(version: Annotated[bool, typer.Option(
 @app.command()
 @cli_errors
 def info(model: Annotated[Optional[str], typer.Argument(
-            help="A preset name (shape only, no weights needed) or a model spec as for --model.")] = None,
+            help="A preset name (shape only, no weights needed) or a model spec as for --model "
+                 "(small, the default; base; a directory, ...).")] = None,
          config: ConfigOpt = None) -> None:
     """Show a model's architecture, exact parameter count and where its weights come from."""
     from .loading import read_config

@@ -1,9 +1,11 @@
 """The one model-loading helper behind every command's --model (and the Python API's load_model).
 
-A model spec is: None (the shipped model), an evo2lite directory, an Evo 2 .pt / .pt.part0 with a config
-(YAML path or preset name), hf:REPO, or an Evo 2 name (evo2_7b, evo2_40b, ...; spec §3, §4.1). A name is
-looked up in the local Hugging Face cache (never downloaded implicitly: tens of GB) and imported once into
-$EVO2LITE_CACHE/NAME (default ~/.cache/evo2lite/NAME) in evo2lite's format, which later runs reuse.
+A model spec is: None (the shipped default, evo2lite-small), a shipped model's name (small, base,
+evo2lite-small, evo2lite-base; a local path of that name wins), an evo2lite directory, an Evo 2 .pt /
+.pt.part0 with a config (YAML path or preset name), hf:REPO, or an Evo 2 name (evo2_7b, evo2_40b, ...; spec
+§3, §4.1). An Evo 2 name is looked up in the local Hugging Face cache (never downloaded implicitly: tens of
+GB) and imported once into $EVO2LITE_CACHE/NAME (default ~/.cache/evo2lite/NAME) in evo2lite's format, which
+later runs reuse.
 
 Import streams: the model is built on the meta device and every tensor goes from the checkpoint's mmap (or
 safetensors) straight to the target dtype and device, so host memory peaks at about one tensor above the
@@ -18,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import FP8_KEY, Opened, official_in, open_checkpoint, parse_device, parse_dtype, save_state
+from .checkpoint import (FP8_KEY, SHIPPED_MODELS, Opened, official_in, open_checkpoint, parse_device, parse_dtype,
+                         save_state, shipped_name)
 from .config import PRESETS, ModelConfig
 from .errors import CheckpointError, ConfigError
 from .log import note, warn
@@ -65,12 +68,13 @@ def _hf_cached_repo(name: str) -> Path:
 def _check_evo2_name(text: str | None) -> None:
     """A spec that looks like an Evo 2 name but is none (and no file): one line listing the names."""
     if (text is None or text in EVO2_REPOS or not text.lower().startswith("evo2") or any(c in text for c in "/.:")
-            or Path(text).exists()):  # paths (evo2_7b.pt) keep the not-found error of open_checkpoint
+            or Path(text).exists() or shipped_name(text)):  # paths (evo2_7b.pt) keep open_checkpoint's error
         return
-    close = difflib.get_close_matches(text.lower(), list(EVO2_REPOS), n=1)
+    close = difflib.get_close_matches(text.lower(), [*EVO2_REPOS, *SHIPPED_MODELS], n=1)
     hint = f"did you mean {close[0]}? " if close else ""
     raise CheckpointError(f"unknown Evo 2 model {text!r}: {hint}the names are {', '.join(EVO2_REPOS)} "
-                          "(or pass a model directory, an Evo 2 .pt with --config, or hf:REPO)")
+                          "(or pass a shipped model: small, base; a model directory, an Evo 2 .pt with --config, "
+                          "or hf:REPO)")
 
 
 def open_model(spec, config=None) -> Opened:
@@ -179,8 +183,8 @@ def _materialise(opened: Opened, device: torch.device, dtype: torch.dtype) -> St
 
 
 def scoring_window(model, requested: int | None, option: str = "--window") -> int:
-    """The scoring window: `requested`, or min(trained context, 8192) (the shipped model keeps its 2,048);
-    a warning when the request exceeds what the model was trained on."""
+    """The scoring window: `requested`, or min(trained context, 8192) (evo2lite-small keeps its 2,048,
+    evo2lite-base its 8,192); a warning when the request exceeds what the model was trained on."""
     trained = int(model.config.context_len)
     if requested is None:
         return min(trained, SCORING_WINDOW)

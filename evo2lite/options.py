@@ -173,8 +173,9 @@ AllowInexactOpt = Annotated[bool, typer.Option(
     "--allow-inexact", help="Run a 1B/20B/40B model where its FP8 projections cannot be computed exactly.")]
 # the model to load (evo2lite.loading.load_model's model / config / dtype)
 ModelOpt = Annotated[Optional[str], typer.Option(
-    "--model", "-m", help="Model directory, Evo 2 .pt (with --config), hf:REPO or an Evo 2 name (evo2_7b, "
-                          "evo2_40b, ...). Default: the shipped model.", show_default=False)]
+    "--model", "-m", help="A shipped model: small (evo2lite-small, 2,048 context; the default) or base "
+                          "(evo2lite-base, 8,192 context); or a model directory, Evo 2 .pt (with --config), "
+                          "hf:REPO or an Evo 2 name (evo2_7b, evo2_40b, ...).", show_default=False)]
 ConfigOpt = Annotated[Optional[str], typer.Option(
     "--config", help="YAML config (or preset name) for an Evo 2 .pt checkpoint.", show_default=False)]
 ProgressOpt = Annotated[bool, typer.Option(
