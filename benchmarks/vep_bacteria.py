@@ -14,6 +14,13 @@ Score: the model reads the forward-strand window genome[p - upstream, p + downst
 position p; delta = sum over t >= p of log P_alt(x_t | x_<t) - log P_ref(x_t | x_<t) (positions before p
 are identical for ref and alt in a causal model). The prefix is run once per site and its inference state
 reused for ref and the three alternatives (`model(ids, state)` continues a sequence exactly).
+
+Base-composition controls (every stop codon is A/T-rich, and a GC-rich genome's synonymous changes sit at
+third positions where its GC bias is strongest, so composition alone separates part of the classes):
+(1) the substitution-matched AUROC: stop-gain vs synonymous within each strand-collapsed substitution type
+(C>T, C>A, ...), averaged with weights n_pos x n_neg; (2) order-k Markov models (add-alpha) fitted on both
+strands of the scored genome itself, an in-sample composition model, scored on the same variants as
+vep_human.py scores its controls (`--markov-orders`; `--no-model` runs the controls alone).
 """
 
 from __future__ import annotations
@@ -142,37 +149,70 @@ def main(argv=None) -> int:
     ap.add_argument("--upstream", type=int, default=None, help="default: 3/4 of the model's context")
     ap.add_argument("--downstream", type=int, default=None, help="default: 1/4 of the model's context")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--draw-reach", type=int, default=None,
+                    help="draw only sites at least this far from both genome ends (default: those whose "
+                    "window fits); runs that pass the same value score the same sites, whatever their windows")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--markov-orders", type=int, nargs="*", default=[0, 2, 5],
+                    help="orders of the in-sample Markov composition controls (none: skip them)")
+    ap.add_argument("--markov-alpha", type=float, default=1.0)
+    ap.add_argument("--no-model", action="store_true", help="score the composition controls only; the "
+                    "window (for the site draw) then comes from --upstream/--downstream, default 1,536/512")
     ap.add_argument("-o", "--output", type=Path)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.time()
-    model = load_model(args.model, device=args.device, dtype="float32")
-    ctx = model.config.context_len
+    model = None if args.no_model else load_model(args.model, device=args.device, dtype="float32")
+    ctx = model.config.context_len if model is not None else 2048
     up = args.upstream or ctx * 3 // 4
     down = args.downstream or ctx - up
     rec_id, genome, sites = coding_sites(args.genbank)
-    sites = [s for s in sites if up <= s["pos"] <= len(genome) - down]
+    lo, hi = (up, down) if args.draw_reach is None else (args.draw_reach, args.draw_reach)
+    if lo < up or hi < down:
+        raise SystemExit(f"--draw-reach {args.draw_reach} is shorter than the window ({up} + {down})")
+    sites = [s for s in sites if lo <= s["pos"] <= len(genome) - hi]
     rng = np.random.default_rng(args.seed)
     with_stop = [i for i, s in enumerate(sites) if "stop" in s["alts"].values()]
     with_syn = [i for i, s in enumerate(sites) if "syn" in s["alts"].values()]
     pick = set(rng.choice(with_stop, min(args.sites, len(with_stop)), replace=False).tolist())
     pick |= set(rng.choice(with_syn, min(args.sites, len(with_syn)), replace=False).tolist())
     chosen = [sites[i] for i in sorted(pick)]
-    scored = score_sites(model, genome, chosen, up, down, args.batch_size)
-    stop = np.array([v["delta"] for v in scored if v["class"] == "stop"])
-    syn = np.array([v["delta"] for v in scored if v["class"] == "syn"])
-    result = {"genbank": str(args.genbank), "record": rec_id, "model": args.model or "shipped default model",
-              "model_source": getattr(model, "source", ""), "context": ctx, "upstream": up, "downstream": down,
-              "seed": args.seed, "coding_sites": len(sites), "sites_scored": len(chosen),
-              "n_stop_gain": int(stop.size), "n_synonymous": int(syn.size),
-              "auroc_stop_vs_syn": auroc(-stop, -syn),
-              "mean_delta": {"stop_gain": float(stop.mean()), "synonymous": float(syn.mean()),
-                             "other": float(np.mean([v["delta"] for v in scored if v["class"] == "other"]))},
-              "wall_s": time.time() - t0}
+    from vep_human import aurocs, markov_deltas  # here: vep_human imports this module
+
+    result = {"genbank": str(args.genbank), "record": rec_id, "upstream": up, "downstream": down,
+              "draw_reach": args.draw_reach, "seed": args.seed, "coding_sites": len(sites), "sites_scored": len(chosen)}
+    if model is not None:
+        scored = score_sites(model, genome, chosen, up, down, args.batch_size)
+        stop = np.array([v["delta"] for v in scored if v["class"] == "stop"])
+        syn = np.array([v["delta"] for v in scored if v["class"] == "syn"])
+        result.update({"model": args.model or "shipped default model", "model_source": getattr(model, "source", ""),
+                       "context": ctx, "n_stop_gain": int(stop.size), "n_synonymous": int(syn.size),
+                       "auroc_stop_vs_syn": auroc(-stop, -syn),
+                       "auroc_substitution_matched":
+                           aurocs(scored, np.array([v["delta"] for v in scored]))["stop_vs_syn"][
+                               "auroc_substitution_matched"],
+                       "mean_delta": {"stop_gain": float(stop.mean()), "synonymous": float(syn.mean()),
+                                      "other": float(np.mean([v["delta"] for v in scored
+                                                              if v["class"] == "other"]))}})
+    else:
+        scored = [{"pos": s["pos"], "ref": s["ref"], "alt": b, "class": c, "gene": s["gene"]}
+                  for s in chosen for b, c in s["alts"].items()]
+    if args.markov_orders:
+        from markov import count_kmers, marginal
+
+        both = np.frombuffer((genome + "N" + genome.translate(_COMP)[::-1]).encode(), dtype=np.uint8)
+        top_k1 = max(args.markov_orders) + 1
+        top = count_kmers(both, top_k1)
+        result["markov_in_sample"] = {"alpha": args.markov_alpha, "fit_bases": len(genome) * 2}
+        for order in args.markov_orders:
+            deltas = markov_deltas(marginal(top, top_k1, order + 1), order, args.markov_alpha, genome, 0, scored)
+            for v, d in zip(scored, deltas):
+                v[f"markov{order}"] = float(d)
+            result["markov_in_sample"][f"order_{order}"] = aurocs(scored, deltas)["stop_vs_syn"]
+    result["wall_s"] = time.time() - t0
     if args.output:
         args.output.write_text(json.dumps({**result, "variants": scored}, indent=1) + "\n")
     print(json.dumps(result, indent=1))
