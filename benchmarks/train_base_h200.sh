@@ -25,7 +25,9 @@
 # The carried inputs are made here first (~2 min on a CPU; data/models/evo2lite-base.md, "Exact commands").
 # BASE_DRY=1 runs the same steps on a CPU with a tiny budget and window (tests/unit/test_vep_human.py);
 # BASE_TIME_BUDGET=S fits the one-call training into S seconds instead of base.yaml's 400 (the rest ~2.5 min);
-# BASE_CONFIG picks another training config (default data/train/base.yaml).
+# BASE_CONFIG picks another training config (default data/train/base.yaml); BASE_CORPUS another corpus than its
+# `corpus:`. Pilot 4 (data/train/base4.yaml, .carry/train4bit: 57.6 MiB) fits the 64 MiB tree only without the
+# shipped weights and with the pack carried once: docs/base_pilot4.md gives the three calls.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/out}
@@ -34,11 +36,14 @@ export PYTHONUNBUFFERED=1
 exec > >(tee -a "$OUT/run.log") 2>&1
 RUN=${BASE_RUN_DIR:-/tmp/evo2lite_base_run}
 WORK=/tmp/evo2lite_work                               # base.yaml's work_dir: the 2-bit pack is unpacked there
-CORPUS=${BASE_CORPUS:-.carry/train2bit}               # overrides (the dry run's test): a built corpus or a pack,
-VEP_IN=${BASE_VEP_INPUTS:-.carry/vep_human}           # the vep_human.py inputs, its region and the held-out split
-VEP_REGION=${BASE_VEP_REGION:-20:10000000-15000000}
-HELD_SPLIT=${BASE_HELD_SPLIT:-test}
+VEP_IN=${BASE_VEP_INPUTS:-.carry/vep_human}           # overrides (the dry run's test): the vep_human.py inputs,
+VEP_REGION=${BASE_VEP_REGION:-20:10000000-15000000}   # its region
+HELD_SPLIT=${BASE_HELD_SPLIT:-test}                   # and the held-out split
 CONFIG=${BASE_CONFIG:-data/train/base.yaml}
+# a built corpus or a 2-bit pack: the config's `corpus:` (.carry/train2bit for base*.yaml up to pilot 3,
+# .carry/train4bit for base4.yaml), so that a config never trains on another pilot's data by default
+CORPUS=${BASE_CORPUS:-$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["corpus"])' \
+  "$CONFIG" 2>/dev/null)} || { echo "cannot read corpus: from $CONFIG"; exit 2; }
 PHASE=${BASE_PHASE:-one}
 case $PHASE in one|first|next|last) ;; *) echo "BASE_PHASE must be one, first, next or last, got '$PHASE'"; exit 2;; esac
 

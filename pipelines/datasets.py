@@ -14,6 +14,8 @@ Sampling is a pure function of ``(corpus, split, seq_len, seed, index)`` (and of
   ``w`` times (a fractional ``w``: ``floor(w)`` times plus once more with probability ``w - floor(w)``,
   drawn from the epoch's generator), so an epoch still covers the split and draws those windows ``w`` times
   as often; epochs then differ in length, and sample ``i`` is found from the epochs' cumulative lengths;
+  ``region_organism`` maps the BED's contigs onto that organism's records only (a split may hold records
+  whose names meet under one contig key, e.g. human ``X`` and C. elegans ``chrX``);
 * reverse-complement augmentation is a per-sample coin flip (probability ``rc_prob``); the
   soft-mask is reversed with the sequence, EOS stays EOS;
 * with several data-parallel ranks, rank ``r`` of ``w`` takes global samples ``r, r + w, ...``.
@@ -125,6 +127,7 @@ class TokenWindowDataset(torch.utils.data.IterableDataset):
         num_samples: int | None = None,
         region_bed: str | Path | None = None,
         region_weight: float = 1.0,
+        region_organism: str | None = None,
     ):
         super().__init__()
         if seq_len < 1:
@@ -157,9 +160,18 @@ class TokenWindowDataset(torch.utils.data.IterableDataset):
                 raise InputError(f"region_weight must be a positive number, got {region_weight}")
             from .regions import read_bed
 
-            self.regions = StreamRegions(read_bed(region_bed), self.data.entries, str(region_bed))
+            entries = self.data.entries
+            if region_organism is not None:  # BED contigs name records of this organism only (human X vs worm chrX)
+                entries = [e for e in entries if e.get("organism") == region_organism]
+                if not entries:
+                    have = sorted({e.get("organism", "") for e in self.data.entries})
+                    raise InputError(f"region_weights organism {region_organism!r} has no records in split "
+                                     f"{split!r} (it has: {', '.join(have)})")
+            self.regions = StreamRegions(read_bed(region_bed), entries, str(region_bed))
             self.region_weight = float(region_weight)
             self.region_state = {"bed_sha256": StreamRegions.file_id(region_bed), "weight": self.region_weight}
+            if region_organism is not None:  # absent when not given: pilot 3's checkpoints resume unchanged
+                self.region_state["organism"] = region_organism
         self.position = 0  # next sample index in this rank's stream
         self._epoch_cache: tuple[int, int, np.ndarray, np.ndarray] | None = None
         self._epoch_ends: list[int] = []  # cumulative epoch lengths (region weights only)

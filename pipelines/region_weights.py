@@ -78,7 +78,7 @@ class StreamRegions:
             sources = {e["source"] for e in pieces}
             if len(sources) > 1:
                 raise RegionError(f"{where}: contig {r.contig!r} names records of several sources "
-                                  f"({', '.join(sorted(sources))}); the BED cannot say which one")
+                                  f"({', '.join(sorted(sources))}); name the organism (region_weights `organism:`)")
             end = r.end if r.end is not None else max(e["end"] for e in pieces)
             given += end - r.start
             inside = 0

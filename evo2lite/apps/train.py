@@ -68,7 +68,9 @@ class TrainConfig:
     seq_len: int = 2048  # tokens the model sees per window (windows hold seq_len + 1 for the targets)
     rc_prob: float = 0.5
     soft_mask_weight: float = 1.0
-    region_weights: dict | None = None  # {bed: PATH, weight: W}: windows overlapping the BED drawn W x as often
+    # {bed: PATH, weight: W[, organism: NAME]}: windows overlapping the BED (contigs: that organism's records)
+    # are drawn W times as often
+    region_weights: dict | None = None
     # batch
     global_batch_size: int = 8  # windows per optimizer step, all ranks together
     micro_batch_size: int = 8  # windows per forward pass on one rank
@@ -113,9 +115,11 @@ class TrainConfig:
             raise ConfigError("need 0 <= min_lr <= lr")
         self.betas = tuple(self.betas)
         rw = self.region_weights
-        if rw is not None and not (isinstance(rw, dict) and set(rw) == {"bed", "weight"} and isinstance(rw["bed"], str)
+        rw_keys = set(rw) if isinstance(rw, dict) else set()
+        if rw is not None and not ({"bed", "weight"} <= rw_keys <= {"bed", "weight", "organism"}
+                                   and isinstance(rw["bed"], str) and isinstance(rw.get("organism", ""), str)
                                    and isinstance(rw["weight"], (int, float)) and not isinstance(rw["weight"], bool)):
-            raise ConfigError(f"region_weights must be {{bed: PATH, weight: NUMBER}}, got {rw!r}")
+            raise ConfigError(f"region_weights must be {{bed: PATH, weight: NUMBER[, organism: NAME]}}, got {rw!r}")
 
 
 def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
@@ -343,7 +347,8 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, device: str | N
                                   rc_prob=cfg.rc_prob, soft_mask_weight=cfg.soft_mask_weight,
                                   rank=dist_info.dp_rank, world_size=dist_info.dp,
                                   region_bed=(cfg.region_weights or {}).get("bed"),
-                                  region_weight=(cfg.region_weights or {}).get("weight", 1.0))
+                                  region_weight=(cfg.region_weights or {}).get("weight", 1.0),
+                                  region_organism=(cfg.region_weights or {}).get("organism"))
     if trainer:
         train_ds.load_state_dict({**trainer["data"], "rank": dist_info.dp_rank})
     region_stats = train_ds.region_stats() if train_ds.regions is not None else None

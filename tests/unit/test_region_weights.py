@@ -208,3 +208,51 @@ def test_exon_bed_is_padded_clipped_to_the_split_and_merged(corpus, tmp_path):
     gz.write_bytes(gzip.compress(b"1\tchrX\t1\t100\t+\n"))
     assert main([str(gz), str(tmp_path / "pack"), "-o", str(tmp_path / "none.bed")]) == 2
     assert not (tmp_path / "none.bed").exists()
+
+
+def test_organism_picks_one_of_two_records_that_share_a_contig_key(tmp_path):
+    # human `X` and C. elegans `chrX` meet under contig key X (pilot 4's corpus): the BED alone is refused,
+    # `region_organism` maps it onto that organism's record only
+    import yaml
+
+    from evo2lite.apps.train import TrainConfig
+    from evo2lite.errors import InputError
+    from evo2lite.pipelines.corpus import build_corpus
+
+    rng = np.random.default_rng(3)
+    seq = {n: np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, 3000)].copy() for n in ("hs", "ce")}
+    seq["hs"][1000:1200] += 32  # the BED's bases, soft-masked in the human record only
+    sources = []
+    for name, organism, record in (("hs", "Homo sapiens", "X"), ("ce", "Caenorhabditis elegans", "chrX")):
+        (tmp_path / f"{name}.fa").write_text(f">{record}\n{seq[name].tobytes().decode()}\n")
+        sources.append({"name": name, "organism": organism, "licence": "test", "path": f"{name}.fa", "split": "train",
+                        "sha256": hashlib.sha256((tmp_path / f"{name}.fa").read_bytes()).hexdigest()})
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump({"version": 1, "name": "xx", "n_run_min": 100,
+                                                     "min_segment_len": 32, "chr17": "error", "sources": sources}))
+    build_corpus(tmp_path / "m.yaml", tmp_path / "corpus", progress=False)
+    (tmp_path / "x.bed").write_text("X\t1000\t1200\n")
+
+    def ds(organism):
+        return TokenWindowDataset(tmp_path / "corpus", "train", SEQ, region_bed=tmp_path / "x.bed", region_weight=4.0,
+                                  region_organism=organism)
+
+    with pytest.raises(RegionError, match="several sources.*organism"):
+        ds(None)
+    hs, ce = ds("Homo sapiens"), ds("Caenorhabditis elegans")
+    mask = np.asarray(hs.data.mask).astype(bool)
+    mapped = np.zeros_like(mask)
+    for a, b in zip(hs.regions.starts, hs.regions.ends):
+        mapped[a:b] = True
+    assert hs.regions.bases == 200 and np.array_equal(mapped, mask)
+    worm = next(e for e in ce.data.entries if e["record"] == "chrX")
+    assert ce.regions.bases == 200 and ce.regions.starts[0] == worm["offset"] + 1000
+    assert hs.state_dict()["region_weights"]["organism"] == "Homo sapiens"
+    with pytest.raises(Evo2LiteError, match="cannot resume"):  # the organism is part of the sampling
+        hs.load_state_dict(ce.state_dict())
+    with pytest.raises(InputError, match="no records"):
+        ds("Mus musculus")
+    base = dict(corpus="c", model={"preset": "debug"}, region_weights={"bed": "x.bed", "weight": 8.0})
+    assert TrainConfig(**{**base, "region_weights": {"bed": "x.bed", "weight": 8.0, "organism": "Homo sapiens"}})
+    for bad in ({"bed": "x.bed", "weight": 8.0, "organism": 9}, {"bed": "x.bed", "weight": 8.0, "org": "H"}):
+        with pytest.raises(ConfigError, match="region_weights"):
+            TrainConfig(**{**base, "region_weights": bad})

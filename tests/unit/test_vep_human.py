@@ -285,6 +285,27 @@ def test_train_base_script_two_calls_resume(tmp_path):
     assert held["positions"] > 0 and 0 < held["bits_per_base"] < 9
 
 
+def test_train_base_script_takes_the_corpus_of_its_config(tmp_path):
+    """Without BASE_CORPUS the script trains on the config's `corpus:` (pilot 4's base4.yaml names its own pack),
+    and an unreadable config is a one-line exit 2."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "data" / "train" / "base4.yaml").read_text())
+    assert cfg["corpus"] == ".carry/train4bit" and cfg["region_weights"]["bed"].startswith(".carry/train4bit/")
+    cfg = {**cfg, "corpus": str(tmp_path / "nowhere")}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if k != "BASE_CORPUS"}
+    env.update(OMP_NUM_THREADS="1", BASE_DRY="1", BASE_PHASE="first", BASE_RUN_DIR=str(tmp_path / "run"))
+    script = ["bash", str(ROOT / "benchmarks" / "train_base_h200.sh")]
+    run = subprocess.run(script, capture_output=True, text=True, timeout=120,
+                         env={**env, "OUT": str(tmp_path / "out"), "BASE_CONFIG": str(tmp_path / "c.yaml")})
+    assert run.returncode == 1 and f"corpus {tmp_path / 'nowhere'}: neither" in run.stdout, run.stdout[-2000:]
+    bad = subprocess.run(script, capture_output=True, text=True, timeout=60,
+                         env={**env, "OUT": str(tmp_path / "out2"), "BASE_CONFIG": str(tmp_path / "missing.yaml")})
+    last_line = bad.stdout.strip().splitlines()[-1]
+    assert bad.returncode == 2 and last_line == f"cannot read corpus: from {tmp_path / 'missing.yaml'}", bad.stdout
+
+
 def test_base_diagnose_scores_each_position_with_its_chunk_context_and_finds_repeats():
     """benchmarks/base_diagnose.py: every scored position's log p(A,C,G,T) equals the model run on exactly the
     tokens before it in its chunk's window (context C, chunks of C/2); a planted 5-copy 40-mer (either strand)
