@@ -144,7 +144,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("genbank")
-    ap.add_argument("--model", default=None, help="model directory (default: the shipped model)")
+    ap.add_argument("--model", default=None, help="model spec as for --model: small (default), base, a directory")
     ap.add_argument("--sites", type=int, default=400, help="sites drawn per class")
     ap.add_argument("--upstream", type=int, default=None, help="default: 3/4 of the model's context")
     ap.add_argument("--downstream", type=int, default=None, help="default: 1/4 of the model's context")
