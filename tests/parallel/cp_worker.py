@@ -63,6 +63,19 @@ def _block_pass(model, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, 
     return x, y
 
 
+def _record_block(out: dict, tag: str, ref, model, x_ref, y_ref, x_cp, y_cp, world: int, rank: int) -> None:
+    """The context-parallel block pass against one device's: this rank's shard of the output and of the input
+    gradient, and every block parameter's gradient summed over the ranks."""
+    from evo2lite.parallel import shard_sequence
+
+    _record(out, f"{tag} out", y_cp, shard_sequence(y_ref, world, rank))
+    _record(out, f"{tag} dx", x_cp.grad, shard_sequence(x_ref.grad, world, rank))
+    grads = _grads(model, None)
+    for name, p in ref.named_parameters():
+        if name.startswith("blocks."):
+            _record(out, f"{tag} d{name}", grads[name], p.grad)
+
+
 def check_blocks(out: dict, world: int, rank: int, lengths: list[int]) -> None:
     from evo2lite.parallel import apply_context_parallel, shard_sequence
 
@@ -78,13 +91,8 @@ def check_blocks(out: dict, world: int, rank: int, lengths: list[int]) -> None:
                     x, g = _block_input(2, L, TINY["d_model"])
                     x_ref, y_ref = _block_pass(ref, x, g)
                     x_cp, y_cp = _block_pass(model, shard_sequence(x, world, rank), shard_sequence(g, world, rank))
-                    tag = f"block {kind} mr={mr} lr={lr} attn={impl} L={L}"
-                    _record(out, f"{tag} out", y_cp, shard_sequence(y_ref, world, rank))
-                    _record(out, f"{tag} dx", x_cp.grad, shard_sequence(x_ref.grad, world, rank))
-                    grads = _grads(model, None)
-                    for name, p in ref.named_parameters():
-                        if name.startswith("blocks."):
-                            _record(out, f"{tag} d{name}", grads[name], p.grad)
+                    _record_block(out, f"block {kind} mr={mr} lr={lr} attn={impl} L={L}", ref, model,
+                                  x_ref, y_ref, x_cp, y_cp, world, rank)
 
 
 def check_model(out: dict, world: int, rank: int, layout: str, L: int) -> None:
@@ -226,12 +234,7 @@ def check_fused(out: dict, world: int, rank: int) -> None:
             context.KERNEL_MAX_ELEMENTS = limit
             tag = f"fused block {kind} c={c}{' (< R)' if c < reach[kind] else ''}"
             out[f"{tag} calls"] = counter.close()
-            _record(out, f"{tag} out", y_cp, shard_sequence(y_ref, world, rank))
-            _record(out, f"{tag} dx", x_cp.grad, shard_sequence(x_ref.grad, world, rank))
-            grads = _grads(model, None)
-            for name, p in ref.named_parameters():
-                if name.startswith("blocks."):
-                    _record(out, f"{tag} d{name}", grads[name], p.grad)
+            _record_block(out, tag, ref, model, x_ref, y_ref, x_cp, y_cp, world, rank)
     # a trainable model (MR filter parametrised, as the trainer runs it): logits' loss and every gradient
     ref = make_trainable(_randomise(StripedHyena2(ModelConfig(layout="SM", **FUSED)), seed=12))
     set_backend(ref, "triton")
