@@ -22,10 +22,7 @@
 # Writes to $OUT: vep_bacteria_{base,small}.json (variants included), heldout_{base,small}.json and run.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-benchmarks/out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-exec > >(tee -a "$OUT/run.log") 2>&1
+source benchmarks/_device_setup.sh  # $OUT, the run.log tee, a plain checkout's imports
 PACK=${EVAL_PACK:-.carry/evalpack}
 CORPUS=${EVAL_CORPUS_DIR:-/tmp/evo2lite_evalcorpus}
 GENBANK=${EVAL_GENBANK:-$PACK/R_denitrificans.gbk.gz}
@@ -34,10 +31,6 @@ if [ -n "${EVAL_DRY:-}" ]; then
   DEV=cpu; VEP=(--sites 2 --batch-size 2 --draw-reach 1000 --upstream 24 --downstream 8); HELD=(--max-bases 2000 --batch-size 2)
 else
   DEV=cuda; VEP=(--sites 400 --batch-size 16 --draw-reach 6144); HELD=(--batch-size 16)
-fi
-if ! python3 -c "import evo2lite.kernels, evo2lite.pipelines" 2>/dev/null; then  # a plain checkout: map the
-  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}                          # top-level folders as pyproject does
-  (cd evo2lite && ln -sfn ../kernels kernels && ln -sfn ../pipelines pipelines)
 fi
 echo "== $(date -u) $(git rev-parse --short HEAD 2>/dev/null) $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)"
 python3 -c "import sys; from evo2lite.apps.train_data import unpack_corpus; print('corpus:', unpack_corpus(*sys.argv[1:]))" \

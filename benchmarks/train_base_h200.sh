@@ -30,10 +30,7 @@
 # shipped weights and with the pack carried once: docs/base_pilot4.md gives the three calls.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-benchmarks/out}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-exec > >(tee -a "$OUT/run.log") 2>&1
+source benchmarks/_device_setup.sh  # $OUT, the run.log tee, a plain checkout's imports
 RUN=${BASE_RUN_DIR:-/tmp/evo2lite_base_run}
 WORK=/tmp/evo2lite_work                               # base.yaml's work_dir: the 2-bit pack is unpacked there
 VEP_IN=${BASE_VEP_INPUTS:-.carry/vep_human}           # overrides (the dry run's test): the vep_human.py inputs,
@@ -47,10 +44,6 @@ CORPUS=${BASE_CORPUS:-$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(
 PHASE=${BASE_PHASE:-one}
 case $PHASE in one|first|next|last) ;; *) echo "BASE_PHASE must be one, first, next or last, got '$PHASE'"; exit 2;; esac
 
-if ! python3 -c "import evo2lite.kernels, evo2lite.pipelines" 2>/dev/null; then  # a plain checkout: map the
-  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}                          # top-level folders as pyproject does
-  (cd evo2lite && ln -sfn ../kernels kernels && ln -sfn ../pipelines pipelines)
-fi
 echo "== $(date -u) $(git rev-parse --short HEAD 2>/dev/null) $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null)"
 
 if [ -n "${BASE_DRY:-}" ]; then
