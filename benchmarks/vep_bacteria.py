@@ -186,17 +186,16 @@ def main(argv=None) -> int:
               "draw_reach": args.draw_reach, "seed": args.seed, "coding_sites": len(sites), "sites_scored": len(chosen)}
     if model is not None:
         scored = score_sites(model, genome, chosen, up, down, args.batch_size)
-        stop = np.array([v["delta"] for v in scored if v["class"] == "stop"])
-        syn = np.array([v["delta"] for v in scored if v["class"] == "syn"])
+        deltas = np.array([v["delta"] for v in scored])
+        classes = np.array([v["class"] for v in scored])
+        pair = aurocs(scored, deltas)["stop_vs_syn"]
         result.update({"model": args.model or "shipped default model", "model_source": getattr(model, "source", ""),
-                       "context": ctx, "n_stop_gain": int(stop.size), "n_synonymous": int(syn.size),
-                       "auroc_stop_vs_syn": auroc(-stop, -syn),
-                       "auroc_substitution_matched":
-                           aurocs(scored, np.array([v["delta"] for v in scored]))["stop_vs_syn"][
-                               "auroc_substitution_matched"],
-                       "mean_delta": {"stop_gain": float(stop.mean()), "synonymous": float(syn.mean()),
-                                      "other": float(np.mean([v["delta"] for v in scored
-                                                              if v["class"] == "other"]))}})
+                       "context": ctx, "n_stop_gain": pair["n_pos"], "n_synonymous": pair["n_neg"],
+                       "auroc_stop_vs_syn": pair["auroc"],
+                       "auroc_substitution_matched": pair["auroc_substitution_matched"],
+                       "mean_delta": {name: float(deltas[classes == cls].mean())
+                                      for name, cls in (("stop_gain", "stop"), ("synonymous", "syn"),
+                                                        ("other", "other"))}})
     else:
         scored = [{"pos": s["pos"], "ref": s["ref"], "alt": b, "class": c, "gene": s["gene"]}
                   for s in chosen for b, c in s["alts"].items()]
