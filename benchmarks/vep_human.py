@@ -5,6 +5,7 @@ beside two base-composition controls.
 
     python benchmarks/vep_human.py [--model DIR] [--markov-corpus CORPUS] [--sites 150] [--seed 0] -o vep.json
     python benchmarks/vep_human.py --export-inputs DIR   # the two small input files, for a machine offline
+    python benchmarks/vep_human.py --summarize OUT.json[.gz] ...   # AUROCs of saved runs, with 95 % intervals
 
 Inputs (both fetched with `apt-get download` and checked by sha256 unless --reference / --annotation are given):
 GRCh37 chr20 (vt-examples 20.fa.gz, the corpus's file) and RefSeq exons of hg19 genes from Rsubread's built-in
@@ -41,6 +42,7 @@ the classes.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 import time
@@ -303,6 +305,43 @@ def aurocs(rows: list[dict], scores: np.ndarray) -> dict:
     return out
 
 
+def site_bootstrap(rows: list[dict], scores: np.ndarray, reps: int = 2000, seed: int = 0) -> dict:
+    """95 % intervals of aurocs() by resampling drawn sites with replacement: the alternatives of one site share
+    its context, so sites, not variants, are the independent draws."""
+    by_site: dict[int, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_site[r["pos"]].append(i)
+    groups = list(by_site.values())
+    rng = np.random.default_rng(seed)
+    samples: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for _ in range(reps):
+        idx = np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
+        for pair, res in aurocs([rows[i] for i in idx], scores[idx]).items():
+            for col in ("auroc", "auroc_substitution_matched"):
+                if res[col] is not None:
+                    samples[pair, col].append(res[col])
+    return {f"{pair}/{col}": [float(v) for v in np.percentile(vals, [2.5, 97.5])]
+            for (pair, col), vals in samples.items()}
+
+
+def summarize(paths: list[Path], reps: int) -> dict:
+    """The model's AUROCs of saved outputs (-o), each with its site-bootstrap 95 % interval."""
+    out = {}
+    for path in paths:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt") as fh:
+            rows = [r for r in json.load(fh)["variants"] if "delta" in r]
+        if not rows:
+            raise SystemExit(f"{path}: no model deltas (a run with --model none?)")
+        scores = np.array([r["delta"] for r in rows])
+        ci = site_bootstrap(rows, scores, reps)
+        out[str(path)] = {pair: {col: [res[col], *ci.get(f"{pair}/{col}", [None, None])]
+                                 for col in ("auroc", "auroc_substitution_matched")} | {"n_pos": res["n_pos"],
+                                                                                        "n_neg": res["n_neg"]}
+                          for pair, res in aurocs(rows, scores).items()}
+    return out
+
+
 def fit_markov(corpus: Path) -> tuple[np.ndarray, int]:
     from evo2lite.pipelines.datasets import PackedSplit
 
@@ -360,8 +399,14 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--export-inputs", type=Path, help="write the masked reference and the annotation here, exit")
+    ap.add_argument("--summarize", type=Path, nargs="+", help="saved outputs (-o): print each model's AUROCs "
+                    "[value, 2.5 %, 97.5 %] (sites resampled), exit")
+    ap.add_argument("--bootstrap", type=int, default=2000, help="resamples of --summarize")
     ap.add_argument("-o", "--output", type=Path)
     args = ap.parse_args(argv)
+    if args.summarize:
+        print(json.dumps(summarize(args.summarize, args.bootstrap), indent=1))
+        return 0
     t0 = time.time()
     contig, start, end = parse_region(args.region)
     reference = args.reference or obtain(REFERENCE, args.cache_dir)

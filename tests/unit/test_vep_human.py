@@ -176,6 +176,29 @@ def test_substitution_matched_auroc_removes_a_composition_only_signal():
     assert res["auroc_substitution_matched"] == pytest.approx(vh.auroc(-np.arange(10.0), -np.arange(10.0) - 0.5))
 
 
+def test_site_bootstrap_intervals(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = [{"pos": i // 2, "ref": "C", "alt": "AT"[i % 2], "class": ("stop", "syn")[(i // 2) % 2]}
+            for i in range(200)]
+    separated = np.array([-5.0 if r["class"] == "stop" else 1.0 for r in rows])
+    assert vh.site_bootstrap(rows, separated, reps=200)["stop_vs_syn/auroc"] == [1.0, 1.0]
+    noise = rng.normal(size=len(rows))
+    lo, hi = vh.site_bootstrap(rows, noise, reps=400)["stop_vs_syn/auroc"]
+    point = vh.aurocs(rows, noise)["stop_vs_syn"]["auroc"]
+    assert lo < point < hi and 0.1 < hi - lo < 0.4   # ~4 standard errors of an AUROC of 50 x 50 sites
+    # two alternatives per site share it: resampling sites keeps them together, so a copy of every row
+    # (twice the variants, the same sites) gives the same intervals
+    doubled = rows + [dict(r) for r in rows]
+    assert vh.site_bootstrap(doubled, np.concatenate([noise, noise]), reps=400)["stop_vs_syn/auroc"] == \
+        pytest.approx([lo, hi], abs=1e-12)
+    path = tmp_path / "out.json.gz"
+    with gzip.open(path, "wt") as fh:
+        json.dump({"variants": [{**r, "delta": float(d)} for r, d in zip(rows, noise)]}, fh)
+    summary = vh.summarize([path], reps=400)[str(path)]["stop_vs_syn"]
+    assert summary["auroc"] == pytest.approx([point, lo, hi])
+    assert summary["n_pos"] == 100 and summary["n_neg"] == 100
+
+
 def test_chr17_is_refused():
     with pytest.raises(SystemExit):
         vh.parse_region("chr17:0-1000")
