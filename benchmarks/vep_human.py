@@ -335,10 +335,12 @@ def summarize(paths: list[Path], reps: int) -> dict:
             raise SystemExit(f"{path}: no model deltas (a run with --model none?)")
         scores = np.array([r["delta"] for r in rows])
         ci = site_bootstrap(rows, scores, reps)
-        out[str(path)] = {pair: {col: [res[col], *ci.get(f"{pair}/{col}", [None, None])]
-                                 for col in ("auroc", "auroc_substitution_matched")} | {"n_pos": res["n_pos"],
-                                                                                        "n_neg": res["n_neg"]}
-                          for pair, res in aurocs(rows, scores).items()}
+        per_pair = {}
+        for pair, res in aurocs(rows, scores).items():
+            per_pair[pair] = {col: [res[col], *ci.get(f"{pair}/{col}", [None, None])]
+                              for col in ("auroc", "auroc_substitution_matched")}
+            per_pair[pair].update(n_pos=res["n_pos"], n_neg=res["n_neg"])
+        out[str(path)] = per_pair
     return out
 
 
