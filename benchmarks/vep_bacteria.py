@@ -137,6 +137,12 @@ def score_sites(model, genome: str, sites: list[dict], upstream: int, downstream
     return out
 
 
+def site_variants(sites: list[dict]) -> list[dict]:
+    """One row per alternative allele of each site (the rows score_sites returns, without the delta)."""
+    return [{"pos": s["pos"], "ref": s["ref"], "alt": b, "class": c, "gene": s["gene"]}
+            for s in sites for b, c in s["alts"].items()]
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -197,8 +203,7 @@ def main(argv=None) -> int:
                                       for name, cls in (("stop_gain", "stop"), ("synonymous", "syn"),
                                                         ("other", "other"))}})
     else:
-        scored = [{"pos": s["pos"], "ref": s["ref"], "alt": b, "class": c, "gene": s["gene"]}
-                  for s in chosen for b, c in s["alts"].items()]
+        scored = site_variants(chosen)
     if args.markov_orders:
         from markov import count_kmers, marginal
 

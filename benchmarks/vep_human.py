@@ -57,7 +57,7 @@ from _common import bootstrap  # noqa: E402
 bootstrap()
 
 from markov import codes_of, count_kmers, marginal  # noqa: E402
-from vep_bacteria import _COMP, BASES, auroc, score_sites  # noqa: E402
+from vep_bacteria import _COMP, BASES, auroc, score_sites, site_variants  # noqa: E402
 
 REFERENCE = dict(name="grch37_chr20", organism="Homo sapiens", licence="MIT (Debian package vt-examples)",
                  sha256="83c80b3fb23822ff0a66f26306e46f5db3c83d48fcff68bcddc353a3d8ef581b",
@@ -440,15 +440,13 @@ def main(argv=None) -> int:
         for c in s["alts"].values():
             counts[c] += 1
     chosen = draw(sites, args.sites, args.seed)
-    big_rows = [{"pos": s["pos"], "ref": s["ref"], "alt": b, "class": c, "gene": s["gene"]}
-                for s in draw(sites, args.markov_sites, args.seed + 1) for b, c in s["alts"].items()]
+    big_rows = site_variants(draw(sites, args.markov_sites, args.seed + 1))
     result = {"region": args.region, "reference": str(reference), "annotation": str(annotation),
               "genes": gene_table, "genes_with_cds": sum(1 for g in gene_table.values() if g["orf_codons"]),
               "candidate_variants": dict(counts), "intron_stride": INTRON_STRIDE,
               "min_codons": args.min_codons, "sites_drawn": len(chosen), "seed": args.seed,
               "upstream": up, "downstream": down, "site_reach": reach, "deep_intron": args.deep_intron}
-    chosen_rows = [{"pos": s["pos"], "ref": s["ref"], "alt": b, "class": c, "gene": s["gene"]}
-                   for s in chosen for b, c in s["alts"].items()]
+    chosen_rows = site_variants(chosen)
     if model is not None:
         t1 = time.time()
         scored = model_deltas(model, genome, offset, chosen, up, down, args.batch_size)
