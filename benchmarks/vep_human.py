@@ -306,22 +306,22 @@ def aurocs(rows: list[dict], scores: np.ndarray) -> dict:
 
 
 def site_bootstrap(rows: list[dict], scores: np.ndarray, reps: int = 2000, seed: int = 0) -> dict:
-    """95 % intervals of aurocs() by resampling drawn sites with replacement: the alternatives of one site share
-    its context, so sites, not variants, are the independent draws."""
+    """95 % intervals of aurocs() ({pair: {column: [2.5 %, 97.5 %]}}) by resampling drawn sites with replacement:
+    the alternatives of one site share its context, so sites, not variants, are the independent draws."""
     by_site: dict[int, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
         by_site[r["pos"]].append(i)
     groups = list(by_site.values())
     rng = np.random.default_rng(seed)
-    samples: dict[tuple[str, str], list[float]] = defaultdict(list)
+    samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for _ in range(reps):
         idx = np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
         for pair, res in aurocs([rows[i] for i in idx], scores[idx]).items():
             for col in ("auroc", "auroc_substitution_matched"):
                 if res[col] is not None:
-                    samples[pair, col].append(res[col])
-    return {f"{pair}/{col}": [float(v) for v in np.percentile(vals, [2.5, 97.5])]
-            for (pair, col), vals in samples.items()}
+                    samples[pair][col].append(res[col])
+    return {pair: {col: [float(v) for v in np.percentile(vals, [2.5, 97.5])] for col, vals in cols.items()}
+            for pair, cols in samples.items()}
 
 
 def summarize(paths: list[Path], reps: int) -> dict:
@@ -337,7 +337,7 @@ def summarize(paths: list[Path], reps: int) -> dict:
         ci = site_bootstrap(rows, scores, reps)
         per_pair = {}
         for pair, res in aurocs(rows, scores).items():
-            per_pair[pair] = {col: [res[col], *ci.get(f"{pair}/{col}", [None, None])]
+            per_pair[pair] = {col: [res[col], *ci.get(pair, {}).get(col, [None, None])]
                               for col in ("auroc", "auroc_substitution_matched")}
             per_pair[pair].update(n_pos=res["n_pos"], n_neg=res["n_neg"])
         out[str(path)] = per_pair

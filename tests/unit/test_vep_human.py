@@ -181,15 +181,15 @@ def test_site_bootstrap_intervals(tmp_path):
     rows = [{"pos": i // 2, "ref": "C", "alt": "AT"[i % 2], "class": ("stop", "syn")[(i // 2) % 2]}
             for i in range(200)]
     separated = np.array([-5.0 if r["class"] == "stop" else 1.0 for r in rows])
-    assert vh.site_bootstrap(rows, separated, reps=200)["stop_vs_syn/auroc"] == [1.0, 1.0]
+    assert vh.site_bootstrap(rows, separated, reps=200)["stop_vs_syn"]["auroc"] == [1.0, 1.0]
     noise = rng.normal(size=len(rows))
-    lo, hi = vh.site_bootstrap(rows, noise, reps=400)["stop_vs_syn/auroc"]
+    lo, hi = vh.site_bootstrap(rows, noise, reps=400)["stop_vs_syn"]["auroc"]
     point = vh.aurocs(rows, noise)["stop_vs_syn"]["auroc"]
     assert lo < point < hi and 0.1 < hi - lo < 0.4   # ~4 standard errors of an AUROC of 50 x 50 sites
     # two alternatives per site share it: resampling sites keeps them together, so a copy of every row
     # (twice the variants, the same sites) gives the same intervals
     doubled = rows + [dict(r) for r in rows]
-    assert vh.site_bootstrap(doubled, np.concatenate([noise, noise]), reps=400)["stop_vs_syn/auroc"] == \
+    assert vh.site_bootstrap(doubled, np.concatenate([noise, noise]), reps=400)["stop_vs_syn"]["auroc"] == \
         pytest.approx([lo, hi], abs=1e-12)
     path = tmp_path / "out.json.gz"
     with gzip.open(path, "wt") as fh:
