@@ -343,12 +343,12 @@ def train(cfg: TrainConfig, *, resume: str | Path | None = None, device: str | N
         raise ConfigError(f"global_batch_size {cfg.global_batch_size} must split into {dist_info.dp} "
                           f"ranks x whole micro-batches of {cfg.micro_batch_size}")
     accum = per_rank // cfg.micro_batch_size
+    regions = cfg.region_weights or {}
     train_ds = TokenWindowDataset(corpus, "train", cfg.seq_len + 1, seed=cfg.seed, shuffle=True,
                                   rc_prob=cfg.rc_prob, soft_mask_weight=cfg.soft_mask_weight,
                                   rank=dist_info.dp_rank, world_size=dist_info.dp,
-                                  region_bed=(cfg.region_weights or {}).get("bed"),
-                                  region_weight=(cfg.region_weights or {}).get("weight", 1.0),
-                                  region_organism=(cfg.region_weights or {}).get("organism"))
+                                  region_bed=regions.get("bed"), region_weight=regions.get("weight", 1.0),
+                                  region_organism=regions.get("organism"))
     if trainer:
         train_ds.load_state_dict({**trainer["data"], "rank": dist_info.dp_rank})
     region_stats = train_ds.region_stats() if train_ds.regions is not None else None
