@@ -48,7 +48,7 @@ print({k: d.get(k) for k in ("model_source", "context", "n_stop_gain", "n_synony
        "auroc_substitution_matched", "wall_s")}); print("markov", d.get("markov_in_sample"))'
   first=0
   python3 - "$dir" "$CORPUS" "$DEV" "$OUT/heldout_$m.json" "${HELD[@]}" <<'EOF'
-# one file per model: each held-out organism through heldout_bits.py's own main, in one process
+# one file per model: each held-out organism through heldout_bits.py, a subprocess each (its own 120 s limit)
 import json, subprocess, sys, time
 model, corpus, dev, out, extra = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 rows = {}
